@@ -1,0 +1,28 @@
+"""Create the database schema if it is missing; safe to run on every start."""
+
+import os
+import sys
+
+import sqlalchemy as sa
+
+from thoughts_backend.config import ConfigError, database_url, gather_settings
+from thoughts_backend.db import configure_sqlite, create_schema
+
+
+def main() -> int:
+    settings = gather_settings(os.environ)
+    try:
+        url = database_url(settings)
+    except ConfigError as error:
+        print(f"init_db: {error}", file=sys.stderr)
+        return 2
+    engine = sa.create_engine(url)
+    configure_sqlite(engine, 5000)
+    create_schema(engine)
+    engine.dispose()
+    print(f"init_db: schema ready in {url.render_as_string(hide_password=True)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""/api/thoughts/ (public reading) and /api/me/thoughts/ (the caller's own thoughts)."""
+
+from flask_restx import Namespace, Resource, fields
+from sqlalchemy import select
+
+from .auth import BEARER_SECURITY, caller_claims
+from .db import db
+from .errors import ApiError
+from .models import MAX_TEXT_LENGTH, Thought
+from .thoughts import (
+    TOTAL_COUNT_HEADER,
+    invalid_input,
+    page_of,
+    page_parser,
+    submitted_text,
+    thought_model,
+    thought_or_404,
+)
+
+MAX_SEARCH_LENGTH = MAX_TEXT_LENGTH
+
+api_namespace = Namespace("api", description="Read thoughts, and write your own")
+thought = thought_model(api_namespace)
+new_thought = api_namespace.model(
+    "NewThought",
+    {"text": fields.String(required=True, min_length=1, max_length=MAX_TEXT_LENGTH, description="What you think")},
+)
+
+list_parser = page_parser()
+search_parser = page_parser()
+search_parser.add_argument(
+    "search",
+    type=str,
+    location="args",
+    help=f"Only thoughts whose text contains this, ignoring case (at most {MAX_SEARCH_LENGTH} characters)",
+)
+
+PAGE_HEADERS = {TOTAL_COUNT_HEADER: "How many thoughts match, over all pages"}
+TOKEN_ERRORS = {401: "No valid bearer token"}
+
+
+def search_filter(word: str):
+    if len(word) > MAX_SEARCH_LENGTH:
+        raise invalid_input("search", f"'search' must be at most {MAX_SEARCH_LENGTH} characters")
+    if "\x00" in word:
+        raise invalid_input("search", "'search' must not contain NUL characters")
+    # autoescape: % and _ in the word match themselves, not any character.
+    return Thought.text.icontains(word, autoescape=True)
+
+
+@api_namespace.route("/thoughts/")
+class ThoughtList(Resource):
+    @api_namespace.expect(search_parser)
+    @api_namespace.response(200, "The page of thoughts", [thought], headers=PAGE_HEADERS)
+    @api_namespace.response(400, "A paging or search parameter is invalid")
+    def get(self):
+        """All thoughts, oldest first, a page at a time; `search` filters on the text."""
+        args = search_parser.parse_args()
+        query = select(Thought)
+        if args["search"] is not None:
+            query = query.where(search_filter(args["search"]))
+        return page_of(query, args["limit"], args["offset"])
+
+
+@api_namespace.route("/thoughts/<int:thought_id>/")
+@api_namespace.param("thought_id", "The thought's id")
+class ThoughtItem(Resource):
+    @api_namespace.response(200, "The thought", thought)
+    @api_namespace.response(404, "No thought has this id")
+    def get(self, thought_id: int):
+        """One thought."""
+        return thought_or_404(thought_id).to_dict()
+
+
+@api_namespace.route("/me/thoughts/")
+class MyThoughtList(Resource):
+    @api_namespace.doc(security=BEARER_SECURITY, responses=TOKEN_ERRORS)
+    @api_namespace.expect(list_parser)
+    @api_namespace.response(200, "The page of your thoughts", [thought], headers=PAGE_HEADERS)
+    def get(self):
+        """Your thoughts, oldest first, a page at a time."""
+        claims = caller_claims()
+        args = list_parser.parse_args()
+        return page_of(select(Thought).where(Thought.username == claims.username), args["limit"], args["offset"])
+
+    @api_namespace.doc(security=BEARER_SECURITY, responses=TOKEN_ERRORS)
+    @api_namespace.expect(new_thought)
+    @api_namespace.response(201, "The thought, as stored", thought)
+    @api_namespace.response(400, "The text is missing, empty, too long or not a string")
+    @api_namespace.response(413, "The body is over the size limit")
+    def post(self):
+        """Write a thought as the token's user. JSON `{"text": ...}`; a form field `text` works too."""
+        claims = caller_claims()
+        new = Thought(username=claims.username, text=submitted_text())
+        db.session.add(new)
+        db.session.commit()
+        return new.to_dict(), 201
+
+
+@api_namespace.route("/me/thoughts/<int:thought_id>/")
+@api_namespace.param("thought_id", "The thought's id")
+class MyThoughtItem(Resource):
+    @api_namespace.doc(security=BEARER_SECURITY, responses=TOKEN_ERRORS)
+    @api_namespace.response(204, "Deleted")
+    @api_namespace.response(403, "The thought is someone else's")
+    @api_namespace.response(404, "No thought has this id")
+    def delete(self, thought_id: int):
+        """Delete one of your own thoughts."""
+        claims = caller_claims()
+        thought = thought_or_404(thought_id)
+        if thought.username != claims.username:
+            raise ApiError(403, f"Thought {thought_id} belongs to someone else; you can delete only your own")
+        db.session.delete(thought)
+        db.session.commit()
+        return "", 204

@@ -1,0 +1,87 @@
+"""Development key pairs and tokens, so a first-time user can call the `me` routes.
+
+    python -m thoughts_backend generate-keys     # keys/private.pem + keys/public.pem
+    python -m thoughts_backend create-token alice [--admin]
+
+Both also run as `flask generate-keys` / `flask create-token` once the app can start.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .config import CODE_DIR
+from .token_validation import encode_token
+
+DEFAULT_KEYS_DIR = CODE_DIR / "keys"
+KEY_BITS = 3072
+
+
+@click.command("generate-keys")
+@click.option("--dir", "keys_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_KEYS_DIR, show_default=True)
+@click.option("--if-missing", is_flag=True, help="Keep an existing pair instead of refusing to overwrite it.")
+def generate_keys(keys_dir: Path, if_missing: bool):
+    """Make an RSA key pair: the service needs public.pem; keep private.pem to mint tokens."""
+    private_path, public_path = keys_dir / "private.pem", keys_dir / "public.pem"
+    if private_path.exists() or public_path.exists():
+        if if_missing and private_path.exists() and public_path.exists():
+            click.echo(f"Keeping the key pair in {keys_dir}", err=True)
+            return
+        raise click.ClickException(f"{keys_dir} already holds a key; remove it first to make a new pair")
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # Only the owner may read the private key, from the moment it exists.
+    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as private_file:
+        private_file.write(private_pem)
+    public_path.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    click.echo(f"Wrote {private_path} (keep it secret) and {public_path} (give it to the service)", err=True)
+
+
+@click.command("create-token")
+@click.argument("username")
+@click.option("--admin", is_flag=True, help="Add the 'admin' scope, for the /admin/ routes.")
+@click.option("--expires-in", type=click.IntRange(1), default=3600, show_default=True, help="Lifetime in seconds.")
+@click.option(
+    "--private-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_KEYS_DIR / "private.pem",
+    show_default=True,
+    envvar="PRIVATE_KEY_FILE",
+)
+def create_token(username: str, admin: bool, expires_in: int, private_key_file: Path):
+    """Print a signed token for USERNAME on standard output."""
+    try:
+        key = serialization.load_pem_private_key(private_key_file.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise click.ClickException(
+            f"No private key at {private_key_file}: run `python -m thoughts_backend generate-keys` "
+            "or pass --private-key-file"
+        ) from None
+    except ValueError:
+        raise click.ClickException(f"{private_key_file} is not an unencrypted PEM private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise click.ClickException(f"{private_key_file} is not an RSA private key")
+    click.echo(encode_token(username, key, admin=admin, expires_in=expires_in))
+
+
+@click.group()
+def cli():
+    """ThoughtsBackend key and token tools."""
+
+
+cli.add_command(generate_keys)
+cli.add_command(create_token)
+
+
+def main() -> None:
+    sys.exit(cli())

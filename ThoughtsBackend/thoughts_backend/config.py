@@ -1,0 +1,162 @@
+"""Configuration: defaults, then environment variables, then the caller's overrides.
+
+Every setting is checked here, at start-up, so that a wrong value stops the service with
+one sentence that says what to fix, instead of failing at the first request.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+CODE_DIR = Path(__file__).resolve().parent.parent
+
+DEFAULTS = {
+    "DATABASE_ENGINE": "SQLITE",
+    "SQLITE_PATH": str(CODE_DIR / "db.sqlite3"),
+    "POSTGRES_PORT": "5432",
+    "TOKEN_LEEWAY_SECONDS": "10",
+    "MAX_CONTENT_LENGTH": str(64 * 1024),
+    "SQLITE_BUSY_TIMEOUT_MS": "5000",
+}
+
+# The names a caller may set, in the environment or in create_app's overrides.
+SETTING_NAMES = (
+    *DEFAULTS,
+    "DATABASE_URL",
+    "POSTGRES_DB",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_HOST",
+    "PUBLIC_KEY",
+    "PUBLIC_KEY_FILE",
+)
+
+MINIMUM_RSA_KEY_BITS = 2048
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+def gather_settings(environ: Mapping[str, str], overrides: Mapping | None = None) -> dict:
+    """Merge defaults, environment and overrides, keeping only the names we know.
+
+    An empty environment variable counts as unset, as in most container tooling.
+    """
+    settings = dict(DEFAULTS)
+    for name in SETTING_NAMES:
+        value = environ.get(name)
+        if value not in (None, ""):
+            settings[name] = value
+    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return settings
+
+
+def database_url(settings: Mapping) -> sa.URL:
+    """The SQLAlchemy URL: DATABASE_URL if given, else built from DATABASE_ENGINE."""
+    if settings.get("DATABASE_URL"):
+        try:
+            url = sa.make_url(settings["DATABASE_URL"])
+        except sa.exc.ArgumentError:
+            raise ConfigError(
+                "DATABASE_URL is not a valid database URL; expected e.g. "
+                "postgresql+psycopg://user:password@host:5432/dbname or sqlite:////path/db.sqlite3"
+            ) from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ConfigError(
+                f"DATABASE_URL uses {url.get_backend_name()!r}; only sqlite and postgresql are supported"
+            )
+        if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        return url
+
+    engine = str(settings["DATABASE_ENGINE"]).upper()
+    if engine == "SQLITE":
+        return sa.URL.create("sqlite", database=str(settings["SQLITE_PATH"]))
+    if engine == "POSTGRESQL":
+        missing = [n for n in ("POSTGRES_DB", "POSTGRES_USER", "POSTGRES_HOST") if not settings.get(n)]
+        if missing:
+            raise ConfigError(
+                f"DATABASE_ENGINE=POSTGRESQL needs {', '.join(missing)} to be set "
+                "(or give a full DATABASE_URL instead)"
+            )
+        port = _integer(settings, "POSTGRES_PORT", minimum=1, maximum=65535)
+        return sa.URL.create(
+            "postgresql+psycopg",
+            username=settings["POSTGRES_USER"],
+            password=settings.get("POSTGRES_PASSWORD") or None,
+            host=settings["POSTGRES_HOST"],
+            port=port,
+            database=settings["POSTGRES_DB"],
+        )
+    raise ConfigError(f"DATABASE_ENGINE must be SQLITE or POSTGRESQL, not {settings['DATABASE_ENGINE']!r}")
+
+
+def load_public_key(settings: Mapping) -> rsa.RSAPublicKey:
+    """Parse the token-validation key once, from PUBLIC_KEY (PEM text) or PUBLIC_KEY_FILE."""
+    text, source = settings.get("PUBLIC_KEY"), "PUBLIC_KEY"
+    if text and settings.get("PUBLIC_KEY_FILE"):
+        raise ConfigError("Set either PUBLIC_KEY or PUBLIC_KEY_FILE, not both")
+    if not text:
+        path = settings.get("PUBLIC_KEY_FILE")
+        if not path:
+            raise ConfigError(
+                "No public key to validate tokens: set PUBLIC_KEY_FILE to an RSA public key "
+                "PEM file (or PUBLIC_KEY to its text); for development, "
+                "`python -m thoughts_backend generate-keys` makes a key pair in keys/"
+            )
+        source = f"PUBLIC_KEY_FILE ({path})"
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise ConfigError(f"Cannot read {source}: {error.strerror}") from None
+
+    if "PRIVATE KEY" in text:
+        raise ConfigError(
+            f"{source} holds a private key; give the service only the public key "
+            "(`openssl rsa -in private.pem -pubout`)"
+        )
+    try:
+        key = serialization.load_pem_public_key(text.encode())
+    except ValueError:
+        raise ConfigError(f"{source} is not a PEM-encoded public key") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ConfigError(f"{source} must be an RSA public key: tokens are RS256")
+    if key.key_size < MINIMUM_RSA_KEY_BITS:
+        raise ConfigError(f"{source} is a {key.key_size}-bit RSA key; use at least {MINIMUM_RSA_KEY_BITS} bits")
+    return key
+
+
+def flask_config(settings: Mapping) -> dict:
+    """Turn checked settings into the Flask configuration the app runs with."""
+    url = database_url(settings)
+    engine_options: dict = {"pool_pre_ping": True}
+    if url.get_backend_name() == "postgresql":
+        # Fail fast when PostgreSQL is unreachable instead of hanging a worker.
+        engine_options["connect_args"] = {"connect_timeout": 3}
+    return {
+        "SQLALCHEMY_DATABASE_URI": url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
+        "SQLITE_BUSY_TIMEOUT_MS": _integer(settings, "SQLITE_BUSY_TIMEOUT_MS", minimum=0),
+        "TOKEN_LEEWAY_SECONDS": _integer(settings, "TOKEN_LEEWAY_SECONDS", minimum=0, maximum=300),
+        "MAX_CONTENT_LENGTH": _integer(settings, "MAX_CONTENT_LENGTH", minimum=1024),
+        "PUBLIC_KEY_OBJECT": load_public_key(settings),
+        # flask-restx: plain JSON errors, no "did you mean" guesses, no X-Fields header in the docs.
+        "RESTX_ERROR_404_HELP": False,
+        "RESTX_MASK_SWAGGER": False,
+        "PROPAGATE_EXCEPTIONS": False,
+    }
+
+
+def _integer(settings: Mapping, name: str, minimum: int, maximum: int | None = None) -> int:
+    try:
+        value = int(settings[name])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, not {settings[name]!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise ConfigError(f"{name} must be at least {minimum}{upper}, not {value}")
+    return value

@@ -1,0 +1,3 @@
+from thoughts_backend import create_app
+
+application = create_app()
