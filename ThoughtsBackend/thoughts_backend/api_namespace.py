@@ -23,7 +23,11 @@ api_namespace = Namespace("api", description="Read thoughts, and write your own"
 thought = thought_model(api_namespace)
 new_thought = api_namespace.model(
     "NewThought",
-    {"text": fields.String(required=True, min_length=1, max_length=MAX_TEXT_LENGTH, description="What you think")},
+    {
+        "text": fields.String(
+            required=True, min_length=1, max_length=MAX_TEXT_LENGTH, description="What you think"
+        )
+    },
 )
 
 list_parser = page_parser()
@@ -81,7 +85,9 @@ class MyThoughtList(Resource):
         """Your thoughts, oldest first, a page at a time."""
         claims = caller_claims()
         args = list_parser.parse_args()
-        return page_of(select(Thought).where(Thought.username == claims.username), args["limit"], args["offset"])
+        return page_of(
+            select(Thought).where(Thought.username == claims.username), args["limit"], args["offset"]
+        )
 
     @api_namespace.doc(security=BEARER_SECURITY, responses=TOKEN_ERRORS)
     @api_namespace.expect(new_thought)

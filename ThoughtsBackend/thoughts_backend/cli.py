@@ -22,7 +22,13 @@ KEY_BITS = 3072
 
 
 @click.command("generate-keys")
-@click.option("--dir", "keys_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_KEYS_DIR, show_default=True)
+@click.option(
+    "--dir",
+    "keys_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_KEYS_DIR,
+    show_default=True,
+)
 @click.option("--if-missing", is_flag=True, help="Keep an existing pair instead of refusing to overwrite it.")
 def generate_keys(keys_dir: Path, if_missing: bool):
     """Make an RSA key pair: the service needs public.pem; keep private.pem to mint tokens."""
@@ -42,7 +48,9 @@ def generate_keys(keys_dir: Path, if_missing: bool):
     with os.fdopen(descriptor, "wb") as private_file:
         private_file.write(private_pem)
     public_path.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
     click.echo(f"Wrote {private_path} (keep it secret) and {public_path} (give it to the service)", err=True)
 
@@ -50,7 +58,9 @@ def generate_keys(keys_dir: Path, if_missing: bool):
 @click.command("create-token")
 @click.argument("username")
 @click.option("--admin", is_flag=True, help="Add the 'admin' scope, for the /admin/ routes.")
-@click.option("--expires-in", type=click.IntRange(1), default=3600, show_default=True, help="Lifetime in seconds.")
+@click.option(
+    "--expires-in", type=click.IntRange(1), default=3600, show_default=True, help="Lifetime in seconds."
+)
 @click.option(
     "--private-key-file",
     type=click.Path(dir_okay=False, path_type=Path),

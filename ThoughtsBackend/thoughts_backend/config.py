@@ -126,7 +126,9 @@ def load_public_key(settings: Mapping) -> rsa.RSAPublicKey:
     if not isinstance(key, rsa.RSAPublicKey):
         raise ConfigError(f"{source} must be an RSA public key: tokens are RS256")
     if key.key_size < MINIMUM_RSA_KEY_BITS:
-        raise ConfigError(f"{source} is a {key.key_size}-bit RSA key; use at least {MINIMUM_RSA_KEY_BITS} bits")
+        raise ConfigError(
+            f"{source} is a {key.key_size}-bit RSA key; use at least {MINIMUM_RSA_KEY_BITS} bits"
+        )
     return key
 
 

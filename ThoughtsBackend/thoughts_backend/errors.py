@@ -57,7 +57,11 @@ def database_unavailable_answer(error: OperationalError):
 
 def http_error_answer(error: HTTPException):
     """Routing and protocol errors (404, 405, 413, ...) as JSON, outside flask-restx routes too."""
-    headers = {k: v for k, v in error.get_response().headers.items() if k.lower() not in ("content-type", "content-length")}
+    headers = {
+        k: v
+        for k, v in error.get_response().headers.items()
+        if k.lower() not in ("content-type", "content-length")
+    }
     return {"message": error.description or error.name}, error.code, headers
 
 

@@ -89,6 +89,6 @@ def submitted_text() -> str:
     if request.is_json:
         body = request.get_json()  # malformed JSON: werkzeug answers 400
         if not isinstance(body, dict):
-            raise ApiError(400, "The JSON body must be an object such as {\"text\": \"...\"}")
+            raise ApiError(400, 'The JSON body must be an object such as {"text": "..."}')
         return checked_text(body.get("text"))
     return checked_text(request.form.get("text"))

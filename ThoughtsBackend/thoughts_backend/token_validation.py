@@ -92,7 +92,9 @@ def decode_token(token: str, public_key: rsa.RSAPublicKey, leeway: int = 0) -> C
     return Claims(username=username, scopes=frozenset(scope.split()))
 
 
-def validate_authorization_header(header: str | None, public_key: rsa.RSAPublicKey, leeway: int = 0) -> Claims:
+def validate_authorization_header(
+    header: str | None, public_key: rsa.RSAPublicKey, leeway: int = 0
+) -> Claims:
     """Claims from an `Authorization: Bearer <token>` value (the scheme is case-insensitive)."""
     if not header:
         raise TokenError("Authentication required: send 'Authorization: Bearer <token>'", missing=True)

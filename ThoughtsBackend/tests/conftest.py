@@ -1,0 +1,119 @@
+"""Fixtures: an app per test on SQLite and on the real PostgreSQL, keys, tokens."""
+
+import os
+import uuid
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from thoughts_backend import create_app
+from thoughts_backend.db import create_schema, db
+from thoughts_backend.token_validation import encode_token
+
+POSTGRES_TEST_URL = os.environ.get("POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgresql_required() -> bool:
+    """In CI a missing PostgreSQL is a failure; on a laptop its tests skip."""
+    return os.environ.get("REQUIRE_POSTGRESQL", "") == "1" or os.environ.get("CI", "") == "true"
+
+
+def pem_public(private_key) -> str:
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+@pytest.fixture(scope="session")
+def private_key():
+    """The tests' own key pair, made fresh for each run: nothing here is ever published."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="session")
+def public_pem(private_key) -> str:
+    return pem_public(private_key)
+
+
+@pytest.fixture(scope="session")
+def public_key_file(tmp_path_factory, public_pem):
+    path = tmp_path_factory.mktemp("keys") / "public.pem"
+    path.write_text(public_pem)
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgresql_server_url():
+    """A throw-away database on the test PostgreSQL, dropped at the end of the run."""
+    name = f"thoughts_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_TEST_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        message = f"PostgreSQL is not reachable at {POSTGRES_TEST_URL} ({error}); start it or set POSTGRES_TEST_URL"
+        if postgresql_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        url = sa.make_url(POSTGRES_TEST_URL).set(drivername="postgresql+psycopg", database=name)
+        try:
+            yield url.render_as_string(hide_password=False)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    return request.getfixturevalue("postgresql_server_url")
+
+
+@pytest.fixture
+def app_overrides(database_url, public_pem) -> dict:
+    return {"DATABASE_URL": database_url, "PUBLIC_KEY": public_pem}
+
+
+@pytest.fixture
+def app(app_overrides):
+    app = create_app(app_overrides)
+    app.config["TESTING"] = True
+    with app.app_context():
+        create_schema(db.engine)
+    yield app
+    with app.app_context():
+        db.metadata.drop_all(db.engine)
+        db.engine.dispose()
+
+
+@pytest.fixture
+def make_token(private_key):
+    def make(username: str = "alice", admin: bool = False, **claims) -> str:
+        return encode_token(username, private_key, admin=admin, **claims)
+
+    return make
+
+
+@pytest.fixture
+def auth(make_token):
+    """Headers for a request as `username`: auth("bob"), auth("root", admin=True)."""
+
+    def headers(username: str = "alice", admin: bool = False, **claims) -> dict:
+        return {"Authorization": f"Bearer {make_token(username, admin=admin, **claims)}"}
+
+    return headers
+
+
+@pytest.fixture
+def post_thought(client, auth):
+    def post(text: str, username: str = "alice") -> dict:
+        response = client.post("/api/me/thoughts/", json={"text": text}, headers=auth(username))
+        assert response.status_code == 201, response.json
+        return response.json
+
+    return post
