@@ -18,8 +18,14 @@ def main() -> int:
         return 2
     engine = sa.create_engine(url)
     configure_sqlite(engine, 5000)
-    create_schema(engine)
-    engine.dispose()
+    try:
+        create_schema(engine)
+    except sa.exc.OperationalError as error:
+        where = url.render_as_string(hide_password=True)
+        print(f"init_db: cannot use the database at {where}: {error.orig}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
     print(f"init_db: schema ready in {url.render_as_string(hide_password=True)}", file=sys.stderr)
     return 0
 

@@ -54,7 +54,9 @@ def postgresql_server_url():
     try:
         admin = psycopg.connect(POSTGRES_TEST_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:
-        message = f"PostgreSQL is not reachable at {POSTGRES_TEST_URL} ({error}); start it or set POSTGRES_TEST_URL"
+        message = (
+            f"PostgreSQL is not reachable at {POSTGRES_TEST_URL} ({error}); start it or set POSTGRES_TEST_URL"
+        )
         if postgresql_required():
             pytest.fail(message)
         pytest.skip(message)

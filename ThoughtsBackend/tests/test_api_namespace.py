@@ -75,7 +75,9 @@ def test_search_is_case_insensitive_substring(client, post_thought):
     assert response.headers["X-Total-Count"] == "1"
 
 
-@pytest.mark.parametrize("word, expected", [("100%", ["100% sure"]), ("a_b", ["a_b"]), ("\\", ["back\\slash"])])
+@pytest.mark.parametrize(
+    "word, expected", [("100%", ["100% sure"]), ("a_b", ["a_b"]), ("\\", ["back\\slash"])]
+)
 def test_search_wildcards_match_themselves(client, post_thought, word, expected):
     for text in ("100% sure", "1000 sure", "a_b", "axb", "back\\slash"):
         post_thought(text)

@@ -1,0 +1,144 @@
+"""Start-up configuration: every bad setting stops the app with one clear sentence."""
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from thoughts_backend import create_app
+from thoughts_backend.config import ConfigError, database_url, gather_settings, load_public_key
+
+from .conftest import pem_public
+
+
+def settings(**values) -> dict:
+    return gather_settings({}, values)
+
+
+def test_default_is_sqlite_file_beside_the_code():
+    url = database_url(settings())
+    assert url.get_backend_name() == "sqlite"
+    assert url.database.endswith("ThoughtsBackend/db.sqlite3")
+
+
+def test_sqlite_path_from_environment():
+    url = database_url(gather_settings({"SQLITE_PATH": "/data/t.db"}))
+    assert url.database == "/data/t.db"
+
+
+def test_postgresql_from_the_original_variables():
+    url = database_url(
+        gather_settings(
+            {
+                "DATABASE_ENGINE": "POSTGRESQL",
+                "POSTGRES_DB": "thoughts",
+                "POSTGRES_USER": "postgres",
+                "POSTGRES_PASSWORD": "s3cret",
+                "POSTGRES_HOST": "db",
+                "POSTGRES_PORT": "5433",
+            }
+        )
+    )
+    assert url.drivername == "postgresql+psycopg"
+    assert (url.username, url.password, url.host, url.port, url.database) == (
+        "postgres",
+        "s3cret",
+        "db",
+        5433,
+        "thoughts",
+    )
+
+
+def test_engine_name_is_case_insensitive():
+    assert database_url(settings(DATABASE_ENGINE="sqlite")).get_backend_name() == "sqlite"
+
+
+def test_database_url_overrides_engine():
+    url = database_url(settings(DATABASE_ENGINE="POSTGRESQL", DATABASE_URL="postgresql://u@h/d"))
+    assert url.drivername == "postgresql+psycopg"
+    assert url.host == "h"
+
+
+def test_empty_environment_value_counts_as_unset():
+    assert gather_settings({"DATABASE_ENGINE": ""})["DATABASE_ENGINE"] == "SQLITE"
+
+
+@pytest.mark.parametrize(
+    "values, sentence",
+    [
+        ({"DATABASE_ENGINE": "MYSQL"}, "DATABASE_ENGINE must be SQLITE or POSTGRESQL"),
+        ({"DATABASE_ENGINE": "POSTGRESQL"}, "needs POSTGRES_DB, POSTGRES_USER, POSTGRES_HOST"),
+        (
+            {
+                "DATABASE_ENGINE": "POSTGRESQL",
+                "POSTGRES_DB": "d",
+                "POSTGRES_USER": "u",
+                "POSTGRES_HOST": "h",
+                "POSTGRES_PORT": "five",
+            },
+            "POSTGRES_PORT must be a whole number",
+        ),
+        ({"DATABASE_URL": "not a url"}, "DATABASE_URL is not a valid database URL"),
+        ({"DATABASE_URL": "mysql://u@h/d"}, "only sqlite and postgresql are supported"),
+    ],
+)
+def test_bad_database_settings(values, sentence):
+    with pytest.raises(ConfigError, match=sentence):
+        database_url(settings(**values))
+
+
+def test_public_key_from_text_and_from_file(public_pem, public_key_file):
+    assert load_public_key(settings(PUBLIC_KEY=public_pem)).key_size == 2048
+    assert load_public_key(settings(PUBLIC_KEY_FILE=str(public_key_file))).key_size == 2048
+
+
+def private_pem(key) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+@pytest.mark.parametrize(
+    "make_values, sentence",
+    [
+        (lambda tmp, pem, key: {}, "No public key to validate tokens"),
+        (lambda tmp, pem, key: {"PUBLIC_KEY": pem, "PUBLIC_KEY_FILE": "x"}, "not both"),
+        (lambda tmp, pem, key: {"PUBLIC_KEY_FILE": str(tmp / "absent.pem")}, "Cannot read PUBLIC_KEY_FILE"),
+        (lambda tmp, pem, key: {"PUBLIC_KEY": private_pem(key)}, "holds a private key"),
+        (lambda tmp, pem, key: {"PUBLIC_KEY": "hello"}, "not a PEM-encoded public key"),
+        (
+            lambda tmp, pem, key: {"PUBLIC_KEY": pem_public(ec.generate_private_key(ec.SECP256R1()))},
+            "must be an RSA public key",
+        ),
+        (
+            lambda tmp, pem, key: {"PUBLIC_KEY": pem_public(rsa.generate_private_key(65537, 1024))},  # noqa: S505 (the weak key is the point),
+            "use at least 2048 bits",
+        ),
+    ],
+    ids=["none", "both", "unreadable", "private", "not-pem", "not-rsa", "too-small"],
+)
+def test_bad_public_key_settings(tmp_path, public_pem, private_key, make_values, sentence):
+    with pytest.raises(ConfigError, match=sentence):
+        load_public_key(settings(**make_values(tmp_path, public_pem, private_key)))
+
+
+@pytest.mark.parametrize(
+    "name, value, sentence",
+    [
+        ("TOKEN_LEEWAY_SECONDS", "-1", "at least 0"),
+        ("TOKEN_LEEWAY_SECONDS", "soon", "whole number"),
+        ("MAX_CONTENT_LENGTH", "10", "at least 1024"),
+    ],
+)
+def test_bad_numbers_stop_create_app(tmp_path, public_pem, name, value, sentence):
+    overrides = {"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "PUBLIC_KEY": public_pem, name: value}
+    with pytest.raises(ConfigError, match=f"{name} must be .*{sentence}"):
+        create_app(overrides)
+
+
+def test_create_app_reads_the_environment(monkeypatch, tmp_path, public_key_file):
+    monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "env.db"))
+    monkeypatch.setenv("PUBLIC_KEY_FILE", str(public_key_file))
+    monkeypatch.setenv("MAX_CONTENT_LENGTH", "2048")
+    app = create_app()
+    assert app.config["SQLALCHEMY_DATABASE_URI"].database == str(tmp_path / "env.db")
+    assert app.config["MAX_CONTENT_LENGTH"] == 2048
