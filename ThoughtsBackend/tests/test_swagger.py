@@ -15,6 +15,9 @@ def test_spec_declares_every_route(client):
         "/api/me/thoughts/",
         "/api/me/thoughts/{thought_id}/",
         "/admin/thoughts/{thought_id}/",
+        "/healthz",
+        "/readyz",
+        "/version",
     }
 
 

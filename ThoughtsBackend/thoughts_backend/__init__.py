@@ -13,6 +13,7 @@ from .cli import create_token, generate_keys
 from .config import flask_config, gather_settings
 from .db import configure_sqlite, db
 from .errors import JsonErrorsApi, register_error_handlers
+from .operations_namespace import operations_namespace
 
 __all__ = ["create_app"]
 
@@ -46,6 +47,7 @@ def create_app(overrides: Mapping | None = None) -> Flask:
     )
     api.add_namespace(api_namespace, path="/api")
     api.add_namespace(admin_namespace, path="/admin")
+    api.add_namespace(operations_namespace, path="/")
     register_error_handlers(app, api)
 
     app.cli.add_command(generate_keys)
