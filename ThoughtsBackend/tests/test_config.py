@@ -142,3 +142,22 @@ def test_create_app_reads_the_environment(monkeypatch, tmp_path, public_key_file
     app = create_app()
     assert app.config["SQLALCHEMY_DATABASE_URI"].database == str(tmp_path / "env.db")
     assert app.config["MAX_CONTENT_LENGTH"] == 2048
+
+
+# The public half of the key pair hard-coded in the original ThoughtsBackend; its private
+# half is published with it, so a deployment that trusts this key trusts anyone.
+ORIGINAL_PUBLISHED_PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAxF2uf9o4z4Wsg1sMHQeN
+lSNoz09CV6psTgKOuUH5jyzzqP/Dd2WSfEzFu965dh1nT2Q8Pc+g8nu8y0Fbuh4z
+dCDAHXJg629VYxTNQDjBXNsDeMB1x3APGGLCkTnNnm4AVL5c2/+ZqmpX52rmqV0c
+VR8QJ7L2hsTsHsNPGtbx8UMLIX+hkocneqP33vxFk5hlLpIsERFtRXPDAWhF+/7A
+amCRD3puUxE0P35eRt5kel3H6wXopwH9Jq6SS44NPu5EjuTR/Ne2oVYWfRUq1CP1
+iKUI0u2y+aro9HRMqtNSASPxxDbcsadEhYqVB+7ak3X9qpTLM/dGy9vb8ZuizbwZ
+KwIDAQAB
+-----END PUBLIC KEY-----
+"""
+
+
+def test_the_originals_published_key_is_refused():
+    with pytest.raises(ConfigError, match="whose private key is public"):
+        load_public_key(settings(PUBLIC_KEY=ORIGINAL_PUBLISHED_PUBLIC_KEY))

@@ -4,6 +4,7 @@ Every setting is checked here, at start-up, so that a wrong value stops the serv
 one sentence that says what to fix, instead of failing at the first request.
 """
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,6 +36,10 @@ SETTING_NAMES = (
 )
 
 MINIMUM_RSA_KEY_BITS = 2048
+
+# SHA-256 of the DER public keys whose private halves are published, so anyone can mint
+# tokens for them: the key hard-coded in the original ThoughtsBackend's config.py.
+PUBLISHED_KEY_FINGERPRINTS = frozenset({"b2043c0cc72b110b1663659fc6c4fe65912e33ee746d4523af55ea1b2fed4a8f"})
 
 
 class ConfigError(Exception):
@@ -125,11 +130,21 @@ def load_public_key(settings: Mapping) -> rsa.RSAPublicKey:
         raise ConfigError(f"{source} is not a PEM-encoded public key") from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise ConfigError(f"{source} must be an RSA public key: tokens are RS256")
+    if public_key_fingerprint(key) in PUBLISHED_KEY_FINGERPRINTS:
+        raise ConfigError(
+            f"{source} is the original ThoughtsBackend's example key, whose private key is public: "
+            "anyone could sign tokens for it. Make your own pair with `python -m thoughts_backend generate-keys`"
+        )
     if key.key_size < MINIMUM_RSA_KEY_BITS:
         raise ConfigError(
             f"{source} is a {key.key_size}-bit RSA key; use at least {MINIMUM_RSA_KEY_BITS} bits"
         )
     return key
+
+
+def public_key_fingerprint(key: rsa.RSAPublicKey) -> str:
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 def flask_config(settings: Mapping) -> dict:
