@@ -13,7 +13,7 @@ $(VENV)/.installed: ThoughtsBackend/requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-.PHONY: install run test lint
+.PHONY: install run test lint token
 install: $(VENV)/.installed
 
 # The container's own start_server.sh and uwsgi.ini, with host paths: one run path.
@@ -28,3 +28,8 @@ lint: install
 
 test: lint
 	cd $(CODE) && $(VENV)/bin/python -m pytest -m "not container"
+
+# A token for the keys that `make run` made: TOKEN=$$(make -s token USERNAME=alice [ADMIN=1])
+USERNAME ?= alice
+token: install
+	@cd $(CODE) && $(VENV)/bin/python -m thoughts_backend create-token "$(USERNAME)" $(if $(ADMIN),--admin)
