@@ -13,6 +13,7 @@ from .cli import create_token, generate_keys
 from .config import flask_config, gather_settings
 from .db import configure_sqlite, db
 from .errors import JsonErrorsApi, register_error_handlers
+from .observability import init_observability
 from .operations_namespace import operations_namespace
 
 __all__ = ["create_app"]
@@ -32,6 +33,7 @@ def create_app(overrides: Mapping | None = None) -> Flask:
     app.request_class = JsonRequest
     app.config.update(flask_config(gather_settings(os.environ, overrides)))
     app.json.sort_keys = False
+    init_observability(app)
 
     db.init_app(app)
     with app.app_context():
