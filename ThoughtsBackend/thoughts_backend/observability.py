@@ -52,6 +52,8 @@ ACCESS_FIELDS = ("method", "path", "route", "status", "duration_ms")
 class JsonFormatter(logging.Formatter):
     """A log record as one line of JSON; a traceback goes inside it, as one string."""
 
+    encoder = json.JSONEncoder(default=str)
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "timestamp": datetime.fromtimestamp(record.created, UTC)
@@ -71,7 +73,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str)
+        return self.encoder.encode(entry)
 
 
 class StdoutHandler(logging.StreamHandler):
@@ -193,21 +195,22 @@ def init_observability(app: Flask) -> None:
         response.headers[REQUEST_ID_HEADER] = g.request_id
 
         status = response.status_code
-        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+        rule = request.url_rule
+        route = rule.rule if rule is not None else UNMATCHED_ROUTE
         unmeasured = route in UNMEASURED_ROUTES
         if unmeasured and status < 400:
             return response
-        method = request.method if request.method in KNOWN_METHODS else OTHER_METHOD
+        method, path = request.method, request.path
         if not unmeasured:
-            metrics.observe(method, route, status, seconds)
+            metrics.observe(method if method in KNOWN_METHODS else OTHER_METHOD, route, status, seconds)
         access_logger.info(
             "%s %s %s",
-            request.method,
-            request.path,
+            method,
+            path,
             status,
             extra={
-                "method": request.method,
-                "path": request.path,
+                "method": method,
+                "path": path,
                 "route": route,
                 "status": status,
                 "duration_ms": round(seconds * 1000, 3),
