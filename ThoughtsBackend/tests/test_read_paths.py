@@ -1,0 +1,147 @@
+"""The fast read paths: exact totals without a COUNT(*) when the page tells, and the search index."""
+
+import logging
+import uuid
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from thoughts_backend.db import SEARCH_INDEX_NAME, create_schema, db
+from thoughts_backend.models import Thought
+
+
+@pytest.fixture
+def five_thoughts(app):
+    with app.app_context():
+        db.session.add_all(Thought(username="bulk", text=f"t{n}") for n in range(5))
+        db.session.commit()
+
+
+@pytest.fixture
+def counted_statements(app):
+    """The COUNT statements the database receives while the test runs."""
+    seen = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(_conn, _cursor, statement, *_args):
+        if "count(" in statement.lower():
+            seen.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize(
+    ("query", "page_length", "counts"),
+    [
+        ("limit=10", 5, False),  # a short first page is the whole list
+        ("limit=3&offset=3", 2, False),  # a short page after others ends the list
+        ("limit=5", 5, True),  # a full page: more may follow
+        ("limit=2&offset=1", 2, True),
+        ("offset=5", 0, True),  # past the end: only a count can tell
+        ("offset=50", 0, True),
+    ],
+)
+def test_total_is_exact_and_counted_only_when_the_page_cannot_tell(
+    client, five_thoughts, counted_statements, query, page_length, counts
+):
+    response = client.get(f"/api/thoughts/?{query}")
+    assert response.status_code == 200
+    assert len(response.json) == page_length
+    assert response.headers["X-Total-Count"] == "5"
+    assert bool(counted_statements) == counts
+
+
+def test_total_of_an_empty_list_needs_no_count(client, counted_statements):
+    response = client.get("/api/thoughts/")
+    assert response.headers["X-Total-Count"] == "0"
+    assert counted_statements == []
+
+
+def test_my_total_counts_only_my_thoughts(client, five_thoughts, post_thought, auth):
+    post_thought("mine", username="dora")
+    post_thought("mine too", username="dora")
+    response = client.get("/api/me/thoughts/?limit=1", headers=auth("dora"))
+    assert [t["text"] for t in response.json] == ["mine"]
+    assert response.headers["X-Total-Count"] == "2"
+
+
+def test_search_total_when_the_page_is_full(client, post_thought):
+    for n in range(3):
+        post_thought(f"Cats {n}")
+    post_thought("dogs")
+    response = client.get("/api/thoughts/?search=CAT&limit=2")
+    assert [t["text"] for t in response.json] == ["Cats 0", "Cats 1"]
+    assert response.headers["X-Total-Count"] == "3"
+
+
+def test_one_thought_is_the_same_as_in_the_list(client, post_thought):
+    created = post_thought("single")
+    assert client.get(f"/api/thoughts/{created['id']}/").json == created
+    assert client.get("/api/thoughts/").json == [created]
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgresql_search_reads_the_trigram_index(app, post_thought):
+    post_thought("a needle in the haystack")
+    with app.app_context():
+        indexes = {index["name"] for index in sa.inspect(db.engine).get_indexes("thought")}
+        assert SEARCH_INDEX_NAME in indexes
+        # Twice: the schema setup runs on every start.
+        create_schema(db.engine)
+        from thoughts_backend.api_namespace import SEARCHES
+
+        page = SEARCHES["postgresql"].page
+        with db.engine.connect() as connection:
+            # A few rows make a sequential scan cheapest; forbid it to see if the index can serve.
+            connection.exec_driver_sql("SET enable_seqscan = off")
+            sql = str(page.compile(db.engine))
+            parameters = {"pattern": "%NeEdLe%", "limit": 10, "offset": 0}
+            plan = connection.exec_driver_sql("EXPLAIN " + sql, parameters).scalars()
+            assert SEARCH_INDEX_NAME in "\n".join(plan)
+
+
+@pytest.fixture
+def database_without_trigram_rights(postgresql_server_url):
+    """A fresh database, and a role that may create tables there but not extensions."""
+    server = sa.make_url(postgresql_server_url).set(drivername="postgresql")
+    name, role = f"thoughts_notrgm_{uuid.uuid4().hex[:8]}", f"limited_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.render_as_string(hide_password=False), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    database = server.set(database=name)
+    with psycopg.connect(database.render_as_string(hide_password=False), autocommit=True) as admin:
+        admin.execute(f'GRANT CREATE, USAGE ON SCHEMA public TO "{role}"')
+    try:
+        yield database.set(drivername="postgresql+psycopg", username=role, password=None)
+    finally:
+        with psycopg.connect(server.render_as_string(hide_password=False), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@pytest.mark.postgresql
+def test_schema_without_the_extension_right_warns_once_and_search_still_works(
+    database_without_trigram_rights, caplog
+):
+    engine = sa.create_engine(database_without_trigram_rights)
+    try:
+        with caplog.at_level(logging.WARNING, logger="thoughts_backend.db"):
+            create_schema(engine)
+        (warning,) = caplog.records
+        assert "pg_trgm" in warning.getMessage()
+        assert "CREATE EXTENSION pg_trgm" in warning.getMessage()
+        assert "permission denied" in warning.getMessage()
+        with engine.begin() as connection:
+            connection.execute(sa.insert(Thought.__table__).values(username="u", text="Hay and needle"))
+            found = connection.scalar(
+                sa.select(sa.func.count()).where(Thought.text.ilike("%NEEDLE%", escape="/"))
+            )
+        assert found == 1
+        assert SEARCH_INDEX_NAME not in {i["name"] for i in sa.inspect(engine).get_indexes("thought")}
+    finally:
+        engine.dispose()
