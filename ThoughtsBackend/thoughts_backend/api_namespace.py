@@ -112,8 +112,12 @@ class MyThoughtList(Resource):
         claims = caller_claims()
         new = Thought(username=claims.username, text=submitted_text())
         db.session.add(new)
+        db.session.flush()
+        # The answer is made before the commit: after it, reading the new row back could
+        # fail (database gone) and answer 503 for a thought that was in fact stored.
+        created = new.to_dict()
         db.session.commit()
-        return new.to_dict(), 201
+        return created, 201
 
 
 @api_namespace.route("/me/thoughts/<int:thought_id>/")

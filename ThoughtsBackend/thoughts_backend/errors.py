@@ -2,9 +2,10 @@
 
 from flask import Flask, current_app
 from flask_restx import Api
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from .db import db
 from .token_validation import TokenError
 
 BEARER_REALM = "thoughts"
@@ -75,7 +76,26 @@ def logged_unexpected_error_answer(error: Exception):
     return unexpected_error_answer(error)
 
 
+def end_database_session(_error: BaseException | None) -> None:
+    """Close the request's session, tolerating a database that died since the view ran.
+
+    Closing rolls back the open transaction. If the database went away meanwhile, that
+    rollback fails, and the answer, already decided and handed to the server, would be cut
+    off after its headers. Instead the connection is dropped (the server rolls back an
+    orphaned transaction itself) and the answer goes out whole.
+    """
+    try:
+        db.session.remove()
+    except SQLAlchemyError as error:
+        current_app.logger.warning("database session closed with an error: %s", error)
+        db.session().invalidate()
+        db.session.remove()
+
+
 def register_error_handlers(app: Flask, api: Api) -> None:
+    # Teardown functions run newest first: this one runs before Flask-SQLAlchemy's own,
+    # which db.init_app registered earlier and which then finds the session closed.
+    app.teardown_appcontext(end_database_session)
     for exception, answer in (
         (ApiError, api_error_answer),
         (TokenError, token_error_answer),
