@@ -22,6 +22,10 @@ from .thoughts import (
 )
 
 MAX_SEARCH_LENGTH = MAX_TEXT_LENGTH
+# The spec states what the routes refuse, so that the contract says which requests are
+# valid: no NUL character, and (for a text) not only whitespace.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+NOT_BLANK_NO_NUL_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 
 api_namespace = Namespace("api", description="Read thoughts, and write your own")
 thought = thought_model(api_namespace)
@@ -29,16 +33,29 @@ new_thought = api_namespace.model(
     "NewThought",
     {
         "text": fields.String(
-            required=True, min_length=1, max_length=MAX_TEXT_LENGTH, description="What you think"
+            required=True,
+            min_length=1,
+            max_length=MAX_TEXT_LENGTH,
+            pattern=NOT_BLANK_NO_NUL_PATTERN,
+            description="What you think: not blank, no NUL character",
         )
     },
 )
 
 list_parser = page_parser()
 search_parser = page_parser()
+
+
+def search_word(value: str) -> str:
+    """The `search` argument as given: the route checks it; __schema__ documents those checks."""
+    return value
+
+
+search_word.__schema__ = {"type": "string", "maxLength": MAX_SEARCH_LENGTH, "pattern": NO_NUL_PATTERN}
+
 search_parser.add_argument(
     "search",
-    type=str,
+    type=search_word,
     location="args",
     help=f"Only thoughts whose text contains this, ignoring case (at most {MAX_SEARCH_LENGTH} characters)",
 )
@@ -96,6 +113,7 @@ class MyThoughtList(Resource):
     @api_namespace.doc(security=BEARER_SECURITY, responses=TOKEN_ERRORS)
     @api_namespace.expect(list_parser)
     @api_namespace.response(200, "The page of your thoughts", [thought], headers=PAGE_HEADERS)
+    @api_namespace.response(400, "A paging parameter is invalid")
     def get(self):
         """Your thoughts, oldest first, a page at a time."""
         claims = caller_claims()
