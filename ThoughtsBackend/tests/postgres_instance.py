@@ -1,0 +1,152 @@
+"""A private PostgreSQL server for tests that stop and start the database under the service.
+
+The shared PostgreSQL at 127.0.0.1:5432 must never be stopped by a test, so fault tests
+start their own: Debian's `initdb` and `pg_ctl` on a spare loopback port, with a data
+directory of their own that is removed afterwards. PostgreSQL refuses to run as root, so
+when the tests run as root the server runs as the `postgres` system user.
+
+    with PostgresInstance.create() as server:
+        url = server.url            # postgresql+psycopg://postgres@127.0.0.1:PORT/postgres
+        server.stop()               # the database goes away (fast shutdown)
+        server.start()              # and comes back, same port, same data
+"""
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import postgresql_required
+
+SERVER_USER = "postgres"
+START_TIMEOUT_SECONDS = 30
+
+
+def postgresql_bin_dir() -> Path | None:
+    """The newest Debian PostgreSQL's bin directory, or one on PATH."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=_version_key)
+    if candidates:
+        return Path(candidates[-1]).parent
+    on_path = shutil.which("pg_ctl")
+    return Path(on_path).parent if on_path else None
+
+
+def _version_key(path: str) -> int:
+    version = Path(path).parent.parent.name
+    return int(version) if version.isdigit() else 0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def unavailable(reason: str):
+    """Skip on a developer's machine; fail in CI, where every test must run."""
+    if postgresql_required():
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+class PostgresInstance:
+    def __init__(self, bin_dir: Path, data_dir: Path, port: int, run_as: str | None):
+        self.bin_dir = bin_dir
+        self.data_dir = data_dir
+        self.port = port
+        self.run_as = run_as
+        self.log_file = data_dir.parent / "postgresql.log"
+
+    @classmethod
+    @contextlib.contextmanager
+    def create(cls):
+        """initdb a fresh cluster, start it, and remove everything on exit."""
+        bin_dir = postgresql_bin_dir()
+        if bin_dir is None:
+            unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+        run_as = None
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam(SERVER_USER)
+            except KeyError:
+                unavailable(f"running as root and there is no {SERVER_USER!r} user to run PostgreSQL as")
+            run_as = SERVER_USER
+        # Not under pytest's tmp_path: its parents are private to root, and the server
+        # user must be able to reach its data directory.
+        base = Path(tempfile.mkdtemp(prefix="thoughts-pg-"))
+        base.chmod(0o755)
+        data_dir = base / "data"
+        data_dir.mkdir(mode=0o700)
+        if run_as:
+            shutil.chown(base, run_as)
+            shutil.chown(data_dir, run_as)
+        server = cls(bin_dir, data_dir, free_port(), run_as)
+        try:
+            server._run(
+                "initdb",
+                "--pgdata",
+                str(data_dir),
+                "--username",
+                "postgres",
+                "--auth",
+                "trust",
+                "--no-sync",
+                "--no-instructions",
+            )
+            server.start()
+            yield server
+        finally:
+            server.stop(mode="immediate", missing_ok=True)
+            shutil.rmtree(base, ignore_errors=True)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections (pg_ctl -w)."""
+        options = (
+            f"-c port={self.port} -c listen_addresses=127.0.0.1 "
+            f"-c unix_socket_directories={self.data_dir} -c fsync=off"
+        )
+        self._run(
+            "pg_ctl",
+            "start",
+            "--wait",
+            f"--timeout={START_TIMEOUT_SECONDS}",
+            "--pgdata",
+            str(self.data_dir),
+            "--log",
+            str(self.log_file),
+            "-o",
+            options,
+        )
+
+    def stop(self, mode: str = "fast", missing_ok: bool = False) -> None:
+        """Stop the server: 'fast' ends every session at once, 'immediate' is a crash."""
+        if missing_ok and not (self.data_dir / "postmaster.pid").exists():
+            return
+        self._run("pg_ctl", "stop", "--wait", "--pgdata", str(self.data_dir), "--mode", mode)
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _run(self, program: str, *arguments: str) -> None:
+        command = [str(self.bin_dir / program), *arguments]
+        if self.run_as:
+            command = ["runuser", "-u", self.run_as, "--", *command]
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        if completed.returncode != 0:
+            raise RuntimeError(
+                f"{program} failed ({completed.returncode}): {completed.stderr.strip()}\n{self.log()}"
+            )
