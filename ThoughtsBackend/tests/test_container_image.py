@@ -212,6 +212,8 @@ class Container:
     def token(self, username: str) -> str:
         """A token signed with the key pair start_server.sh made, minted as the README says."""
         result = docker("exec", self.name, "flask", "create-token", username, check=False)
+        # `docker exec` sees the image's environment, not the PUBLIC_KEY_FILE that
+        # start_server.sh exported to uWSGI: the app must find the generated key by itself.
         assert result.returncode == 0, (
             f"`flask create-token {username}` in the container failed:\n{result.stderr}"
         )
