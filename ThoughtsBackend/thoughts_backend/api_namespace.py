@@ -13,10 +13,10 @@ from .thoughts import (
     TOTAL_COUNT_HEADER,
     Selection,
     invalid_input,
+    one_thought_or_404,
     page_of,
     page_parser,
     submitted_text,
-    thought_as_dict_or_404,
     thought_model,
     thought_or_404,
 )
@@ -105,7 +105,7 @@ class ThoughtItem(Resource):
     @api_namespace.response(404, "No thought has this id")
     def get(self, thought_id: int):
         """One thought."""
-        return thought_as_dict_or_404(thought_id)
+        return one_thought_or_404(thought_id)
 
 
 @api_namespace.route("/me/thoughts/")
