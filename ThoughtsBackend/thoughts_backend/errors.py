@@ -1,6 +1,6 @@
 """One place that turns every failure into a JSON answer: {"message": ..., "errors": ...}."""
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app, request
 from flask_restx import Api
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -10,6 +10,11 @@ from .token_validation import TokenError
 
 BEARER_REALM = "thoughts"
 DATABASE_RETRY_AFTER_SECONDS = 1
+# An error answered before the body was read (413, 401) must still reach the client. uWSGI
+# closes the connection with the rest of the body unread, the kernel answers the client's
+# next bytes with a reset, and the client reports "connection reset" instead of the answer
+# (4 in 10 over-limit uploads did). So the rest is read and dropped first, up to this much.
+MAX_DISCARDED_BODY_BYTES = 1024 * 1024
 
 
 class ApiError(Exception):
@@ -92,7 +97,20 @@ def end_database_session(_error: BaseException | None) -> None:
         db.session.remove()
 
 
+def discard_unread_body(response: Response) -> Response:
+    if response.status_code >= 400 and request.content_length:
+        body = request.environ["wsgi.input"]
+        remaining = min(request.content_length, MAX_DISCARDED_BODY_BYTES)
+        while remaining > 0:
+            chunk = body.read(min(remaining, 64 * 1024))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+    return response
+
+
 def register_error_handlers(app: Flask, api: Api) -> None:
+    app.after_request(discard_unread_body)
     # Teardown functions run newest first: this one runs before Flask-SQLAlchemy's own,
     # which db.init_app registered earlier and which then finds the session closed.
     app.teardown_appcontext(end_database_session)
