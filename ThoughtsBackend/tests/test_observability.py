@@ -128,6 +128,7 @@ def test_each_request_writes_one_json_access_record(client, capsys):
     assert record["path"] == "/api/thoughts/"
     assert record["route"] == "/api/thoughts/"
     assert record["status"] == 200
+    assert record["remote_addr"] == "127.0.0.1"
     assert isinstance(record["duration_ms"], float)
     assert 0 < record["duration_ms"] < 10_000
     logged_at = datetime.fromisoformat(record["timestamp"])

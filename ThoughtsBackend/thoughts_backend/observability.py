@@ -46,7 +46,7 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 OTHER_METHOD = "OTHER"
 
 ACCESS_LOGGER = "thoughts_backend.access"
-ACCESS_FIELDS = ("method", "path", "route", "status", "duration_ms")
+ACCESS_FIELDS = ("method", "path", "route", "status", "duration_ms", "remote_addr")
 
 
 class JsonFormatter(logging.Formatter):
@@ -125,10 +125,18 @@ class RequestMetrics:
             labels,
             registry=self.registry,
         )
+        # The labelled children, kept to skip prometheus_client's label checks on each request.
+        # As small as the label sets are: known methods, route templates, statuses.
+        self.children: dict[tuple, tuple] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, status).inc()
-        self.duration.labels(method, route, status).observe(seconds)
+        key = (method, route, status)
+        children = self.children.get(key)
+        if children is None:
+            children = self.children[key] = (self.requests.labels(*key), self.duration.labels(*key))
+        count, duration = children
+        count.inc()
+        duration.observe(seconds)
 
     def exposition(self, accept_header: str | None) -> tuple[bytes, str]:
         """The metrics in the format the scraper asked for, and its content type."""
@@ -214,6 +222,7 @@ def init_observability(app: Flask) -> None:
                 "route": route,
                 "status": status,
                 "duration_ms": round(seconds * 1000, 3),
+                "remote_addr": request.remote_addr,
             },
         )
         return response
