@@ -18,9 +18,8 @@ install: $(VENV)/.installed
 
 # The container's own start_server.sh and uwsgi.ini, with host paths: one run path.
 run: install
-	cd $(CODE) && PATH="$(VENV)/bin:$$PATH" UWSGI_VIRTUALENV="$(VENV)" \
-		UWSGI_RUN_DIR="$(CURDIR)/run" UWSGI_INI="$(CURDIR)/docker/app/uwsgi.ini" \
-		exec $(CURDIR)/docker/app/start_server.sh
+	cd $(CODE) && PATH="$(VENV)/bin:$$PATH" UWSGI_RUN_DIR="$(CURDIR)/run" \
+		exec sh $(CURDIR)/docker/app/start_server.sh
 
 lint: install
 	$(VENV)/bin/ruff check .

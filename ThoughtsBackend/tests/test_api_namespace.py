@@ -243,3 +243,9 @@ def test_delete_needs_a_token(client, post_thought):
     created = post_thought("keep me")
     assert client.delete(f"/api/me/thoughts/{created['id']}/").status_code == 401
     assert client.get(f"/api/thoughts/{created['id']}/").status_code == 200
+
+
+def test_ids_of_deleted_thoughts_are_not_reused(client, post_thought, auth):
+    first = post_thought("first")
+    client.delete(f"/api/me/thoughts/{first['id']}/", headers=auth())
+    assert post_thought("second")["id"] > first["id"]

@@ -43,6 +43,10 @@ def utc_now() -> datetime:
 
 class Thought(db.Model):
     __tablename__ = "thought"
+    # Ids are never reused: without AUTOINCREMENT, SQLite gives a deleted thought's id to the
+    # next one, so an old link would show someone else's thought. (PostgreSQL's sequence
+    # never reuses.)
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (read once, by SQLAlchemy)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(sa.String(MAX_USERNAME_LENGTH), index=True)

@@ -1,0 +1,115 @@
+"""The README's commands, run as written: `make run`, `make token`, and every curl example."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def shell_blocks_after(heading: str) -> list[str]:
+    """The ```sh blocks of one README section."""
+    text = README.read_text()
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "make run exited before serving"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # refused, reset or timed out while uWSGI loads the app
+            pass
+        time.sleep(0.1)  # polling interval while waiting for the condition above
+    pytest.fail(f"make run did not answer {url} within {timeout} s")
+
+
+def json_values(text: str) -> list:
+    """The JSON documents curl printed one after another, with or without newlines between."""
+    decoder, values, position = json.JSONDecoder(), [], 0
+    while position < len(text):
+        if text[position].isspace():
+            position += 1
+            continue
+        value, position = decoder.raw_decode(text, position)
+        values.append(value)
+    return values
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "SQLITE_PATH": str(tmp_path / "readme.sqlite3")}
+    for name in ("DATABASE_URL", "DATABASE_ENGINE", "PUBLIC_KEY", "PUBLIC_KEY_FILE"):
+        env.pop(name, None)
+    log_path = tmp_path / "make-run.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            ["make", "-s", "run"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/healthz", process)
+        yield port, env, process, log_path
+    finally:
+        if process.poll() is None:
+            # Ctrl+C in the terminal: SIGINT to the whole foreground process group.
+            os.killpg(process.pid, signal.SIGINT)
+            process.wait(timeout=30)
+        print(log_path.read_text())
+
+
+def test_make_run_serves_and_the_curl_examples_work(make_run):
+    port, env, process, log_path = make_run
+    script = "\n".join(shell_blocks_after("Try it")).replace("localhost:8000", f"127.0.0.1:{port}")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    answers = json_values(result.stdout)
+    created, mine, found, one, form_created = answers
+    assert created["text"] == "My first thought"
+    assert created["username"] == "alice"
+    assert mine == [created]
+    assert found == [created]
+    assert one == created
+    assert form_created["text"] == "Posted as a form, as the original API allowed"
+    # The two DELETEs answered 204 with no body; check their effect.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/thoughts/") as response:
+        assert json.load(response) == []
+
+    # Ctrl+C: make reports the interrupt, and the server behind it stops gracefully.
+    os.killpg(process.pid, signal.SIGINT)
+    process.wait(timeout=30)
+    last_line = log_path.read_text().splitlines()[-1]
+    assert last_line.startswith("start_server: ") and last_line.endswith("status 0"), last_line
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
