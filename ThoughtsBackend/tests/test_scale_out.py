@@ -1,0 +1,552 @@
+"""Several uWSGI instances behind nginx survive a rolling restart under load and lose nothing.
+
+The shape of every scaled-out deployment of this service: stateless instances, one shared
+PostgreSQL, a load balancer in front. Here it is built on loopback from real parts: three
+`start_server.sh` instances (real uWSGI) on their own ports, one database made for this
+run, and Debian's nginx as the load balancer. While eight client threads read and write
+through nginx, each instance in turn goes through the steps a Kubernetes rolling update
+takes a pod through:
+
+1. out of rotation: nginx reloads with the instance marked `down` (Kubernetes removes the
+   pod from the Service's endpoints; the Deployment's preStop sleep covers the time that
+   takes). Requests already on their way to the instance carry on.
+2. SIGTERM to start_server.sh, and wait for it to exit: it answers what is in flight.
+3. start it again, on a new port (a new pod has a new address), and wait until /readyz
+   answers 200.
+4. into rotation at its new address (a Ready pod joins the endpoints); then the next.
+
+It asserts that no client request failed and that every acknowledged write (201) is
+readable, exactly once, from every instance directly. The figures (requests served, each
+instance's share, latency percentiles before and during the roll, restart timings, how
+many requests nginx passed to another instance) go to test-artifacts/scale_out.json and
+to stdout.
+
+Run it with `python -m pytest -m scaleout -s`; it needs nginx (`apt-get install nginx`).
+"""
+
+import json
+import math
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+import sqlalchemy as sa
+
+from .conftest import POSTGRES_TEST_URL, postgresql_required
+from .uwsgi_process import ServedApp, free_port
+
+pytestmark = [pytest.mark.scaleout, pytest.mark.postgresql]
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+ARTIFACT = Path(os.environ.get("TEST_ARTIFACT_DIR", REPOSITORY / "test-artifacts")) / "scale_out.json"
+
+INSTANCES = 3
+CLIENT_THREADS = 8
+# Load runs until each instance has served this many requests through nginx, first before
+# the roll (all are in rotation) and again after its restart (at its new address).
+REQUESTS_PER_INSTANCE_BEFORE_AND_AFTER = 100
+# Bounds: the whole test stops by itself, whatever happens.
+TEST_DEADLINE_SECONDS = 300
+CLIENT_TIMEOUT_SECONDS = 15
+READY_TIMEOUT_SECONDS = 60
+EXIT_TIMEOUT_SECONDS = 60
+# The API's largest page (thoughts.MAX_PAGE_SIZE).
+PAGE_SIZE = 1000
+
+
+def unavailable(reason: str):
+    """Skip on a developer's machine; fail in CI, where every test must run."""
+    if postgresql_required():
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
+    """Poll `condition` until it returns a true value; fail saying `what` did not happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)  # the polling interval of a condition, not a guess at a duration
+    pytest.fail(f"{what} within {timeout} s")
+
+
+# --- the load balancer ---------------------------------------------------------------------
+
+NGINX_CONFIG = """\
+# The scale-out test's load balancer; written per run, started in the foreground.
+{user_directive}
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+
+events {{
+    worker_connections 512;
+}}
+
+http {{
+    # One JSON line per request: which instance served it ($upstream_addr lists every
+    # instance tried, in order) and how long it took.
+    log_format upstreams escape=json
+        '{{"msec": $msec, "status": $status, "method": "$request_method", "uri": "$uri", '
+        '"upstream": "$upstream_addr", "upstream_status": "$upstream_status", '
+        '"request_time": $request_time}}';
+    access_log {prefix}/access.log upstreams;
+
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+
+    upstream thoughts {{
+        # Round robin over the instances in rotation; one is taken out before its restart,
+        # as a pod leaves the Service's endpoints before its SIGTERM. No keepalive
+        # pool to the instances: a pooled idle connection that an instance closes just
+        # as nginx reuses it would fail a POST, which nginx must not resend.
+{servers}
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+
+        location / {{
+            proxy_pass http://thoughts;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            # The safety net for an instance that fails without being taken out first (a
+            # crash, a kill): pass the request to the next instance when connecting fails
+            # or times out, or the connection breaks before any answer. A refused
+            # connection never reached the instance, so nginx resends even a POST then.
+            # A POST that did reach an instance is never resent (no `non_idempotent`):
+            # a write is never done twice; the client gets the 502 and this test fails.
+            proxy_next_upstream error timeout;
+            proxy_next_upstream_tries {tries};
+            proxy_next_upstream_timeout 10s;
+            # Connecting on loopback is instant or refused; a second means a full backlog.
+            proxy_connect_timeout 1s;
+            proxy_read_timeout {read_timeout}s;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx as a foreground child with its own prefix, config and logs in `directory`."""
+
+    def __init__(self, binary: str, directory: Path, upstream_ports: list[int]):
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.access_log = directory / "access.log"
+        self.config = directory / "nginx.conf"
+        self.process: subprocess.Popen | None = None
+        self.write_config(upstream_ports)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self, upstream_ports: list[int]) -> None:
+        # Running as root, nginx's workers would switch to `nobody`, who may not enter the
+        # test's temporary directory; keep them as the user running the test.
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
+        servers = "\n".join(f"        server 127.0.0.1:{port};" for port in upstream_ports)
+        self.config.write_text(
+            NGINX_CONFIG.format(
+                user_directive=user,
+                prefix=self.directory,
+                servers=servers,
+                port=self.port,
+                tries=len(upstream_ports),
+                read_timeout=CLIENT_TIMEOUT_SECONDS,
+            )
+        )
+        check = subprocess.run(self.command("-t"), capture_output=True, text=True)
+        assert check.returncode == 0, f"nginx rejects its config:\n{check.stderr}"
+
+    def command(self, *arguments: str) -> list[str]:
+        return [self.binary, "-p", str(self.directory), "-c", str(self.config), "-e", "stderr", *arguments]
+
+    def start(self) -> None:
+        self.output = (self.directory / "nginx.out").open("w")
+        self.process = subprocess.Popen(self.command(), stdout=self.output, stderr=subprocess.STDOUT)
+        wait_for(self._answers, READY_TIMEOUT_SECONDS, "nginx did not answer /healthz")
+
+    def _answers(self) -> bool:
+        assert self.process.poll() is None, f"nginx exited: {(self.directory / 'nginx.out').read_text()}"
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def workers(self) -> set[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return {int(pid) for pid in children.read_text().split()}
+
+    def rotate(self, upstream_ports: list[int]) -> None:
+        """Reload with these instances only; return once new requests follow the new config.
+
+        On SIGHUP nginx starts new workers with the new config and asks the old ones to
+        finish the requests they have and exit, so requests already sent keep going.
+        """
+        self.write_config(upstream_ports)
+        old_workers = self.workers()
+        self.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: self.workers() - old_workers, READY_TIMEOUT_SECONDS, "nginx did not reload")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # graceful: finish open requests, then exit
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.output.close()
+
+    def log_entries(self) -> list[dict]:
+        if not self.access_log.exists():
+            return []
+        lines = self.access_log.read_text().splitlines()
+        # The last line may be half written while nginx serves.
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+
+def served_by(entry: dict) -> str:
+    """The instance that answered: the last one nginx tried."""
+    return entry["upstream"].split(",")[-1].strip()
+
+
+# --- the load ------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    started: float  # time.monotonic() when the request was sent
+    seconds: float
+    operation: str
+    status: int | None
+    error: str | None = None
+
+
+@dataclass
+class LoadClient:
+    """One client thread: writes, reads its own last write back, lists, pages its own."""
+
+    number: int
+    base_url: str
+    token: str
+    stop: threading.Event
+    samples: list[Sample] = field(default_factory=list)
+    acknowledged: dict[int, str] = field(default_factory=dict)  # id -> text, from 201 answers
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def username(self) -> str:
+        return f"scale-out-{self.number}"
+
+    def run(self) -> None:
+        session = requests.Session()
+        # A connection per request. An nginx reload closes the idle keep-alive connections
+        # of its old worker, and a request sent on one at that instant fails in the client
+        # (clients resend those); that is the load balancer's reload, not the service, and
+        # Kubernetes' ingress controllers and kube-proxy change endpoints without it.
+        session.headers["Connection"] = "close"
+        headers = {"Authorization": f"Bearer {self.token}"}
+        last_id = None
+        iteration = 0
+        while not self.stop.is_set():
+            step = iteration % 4
+            if step == 0 or last_id is None:
+                text = f"thought {iteration} of {self.username}"
+                answer = self._send(
+                    session, "write", 201, "POST", "/api/me/thoughts/", json={"text": text}, headers=headers
+                )
+                if answer is not None:
+                    body = answer.json()
+                    if body["text"] != text:
+                        self.failures.append(f"POST answered {body!r} for the text {text!r}")
+                    self.acknowledged[body["id"]] = text
+                    last_id = body["id"]
+            elif step == 1:
+                # Read your own write back, through whichever instance nginx picks.
+                self._send(session, "read own", 200, "GET", f"/api/thoughts/{last_id}/")
+            elif step == 2:
+                self._send(session, "list", 200, "GET", "/api/thoughts/", params={"limit": 20})
+            else:
+                self._send(session, "list mine", 200, "GET", "/api/me/thoughts/", headers=headers)
+            iteration += 1
+        session.close()
+
+    def _send(self, session, operation: str, expected: int, method: str, path: str, **kwargs):
+        started = time.monotonic()
+        try:
+            answer = session.request(method, self.base_url + path, timeout=CLIENT_TIMEOUT_SECONDS, **kwargs)
+        except requests.RequestException as error:
+            self.samples.append(Sample(started, time.monotonic() - started, operation, None, repr(error)))
+            self.failures.append(f"{method} {path}: {error!r}")
+            return None
+        self.samples.append(Sample(started, time.monotonic() - started, operation, answer.status_code))
+        if answer.status_code != expected:
+            self.failures.append(f"{method} {path}: {answer.status_code} {answer.text[:200]}")
+            return None
+        return answer
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile: the smallest value with `fraction` of all at or below it."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(len(ordered) * fraction)) - 1]
+
+
+def latency_summary(samples: list[Sample]) -> dict:
+    seconds = [sample.seconds for sample in samples]
+    if not seconds:
+        return {"requests": 0}
+    return {
+        "requests": len(seconds),
+        "p50_ms": round(percentile(seconds, 0.50) * 1000, 1),
+        "p95_ms": round(percentile(seconds, 0.95) * 1000, 1),
+        "p99_ms": round(percentile(seconds, 0.99) * 1000, 1),
+        "max_ms": round(max(seconds) * 1000, 1),
+    }
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nginx_binary() -> str:
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if binary is None:
+        unavailable("nginx is not installed (Debian: apt-get install nginx); the scale-out test needs it")
+    return binary
+
+
+@pytest.fixture
+def shared_database_url():
+    """A database made for this test alone, dropped afterwards: the instances' shared state."""
+    name = f"thoughts_scale_out_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_TEST_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        unavailable(f"PostgreSQL is not reachable at {POSTGRES_TEST_URL} ({error})")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = sa.make_url(POSTGRES_TEST_URL).set(drivername="postgresql+psycopg", database=name)
+            yield url.render_as_string(hide_password=False)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def instances(tmp_path, shared_database_url, public_key_file):
+    """Three service instances on their own loopback ports, one database; stopped after."""
+    environment = {"DATABASE_URL": shared_database_url, "PUBLIC_KEY_FILE": str(public_key_file)}
+    servers = [
+        ServedApp(environment, processes=2, ready_path="/readyz", start_timeout=READY_TIMEOUT_SECONDS)
+        for _ in range(INSTANCES)
+    ]
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for number, server in enumerate(servers):
+            # Kept for a look after a failure: the helper removes its own copy.
+            (tmp_path / f"instance-{number}.log").write_text(server.output)
+            server.close()
+
+
+@pytest.fixture
+def load_balancer(tmp_path, nginx_binary, instances):
+    directory = tmp_path / "nginx"
+    directory.mkdir()
+    nginx = Nginx(nginx_binary, directory, [server.port for server in instances])
+    nginx.start()
+    yield nginx
+    nginx.stop()
+
+
+# --- the test ------------------------------------------------------------------------------
+
+
+def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(instances, load_balancer, make_token):
+    test_deadline = time.monotonic() + TEST_DEADLINE_SECONDS
+    first_addresses = [address_of(server) for server in instances]
+
+    def served_since(since_epoch: float) -> Counter:
+        return Counter(served_by(e) for e in load_balancer.log_entries() if e["msec"] >= since_epoch)
+
+    stop = threading.Event()
+    clients = [
+        LoadClient(number, load_balancer.url, make_token(f"scale-out-{number}"), stop)
+        for number in range(CLIENT_THREADS)
+    ]
+    threads = [threading.Thread(target=client.run, name=f"load-{client.number}") for client in clients]
+    restarts = []
+    load_started_epoch = time.time()
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(
+            lambda: all(
+                served_since(load_started_epoch)[address] >= REQUESTS_PER_INSTANCE_BEFORE_AND_AFTER
+                for address in first_addresses
+            ),
+            test_deadline - time.monotonic(),
+            "the load did not reach every instance before the roll",
+        )
+        roll_started, roll_started_epoch = time.monotonic(), time.time()
+        in_rotation = [server.port for server in instances]
+        for server in instances:
+            restarts.append(roll_one(server, load_balancer, in_rotation, test_deadline))
+        roll_ended, roll_ended_epoch = time.monotonic(), time.time()
+        # Each restarted instance is serving again: nginx sends it its share of requests.
+        wait_for(
+            lambda: all(
+                served_since(step["in_rotation_epoch"])[step["new_address"]]
+                >= REQUESTS_PER_INSTANCE_BEFORE_AND_AFTER
+                for step in restarts
+            ),
+            test_deadline - time.monotonic(),
+            "a restarted instance got no traffic",
+        )
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=CLIENT_TIMEOUT_SECONDS + 5)
+    assert not any(thread.is_alive() for thread in threads), "a client thread did not stop"
+
+    samples = [sample for client in clients for sample in client.samples]
+    failures = [failure for client in clients for failure in client.failures]
+    entries = load_balancer.log_entries()
+    figures = {
+        "instances": INSTANCES,
+        "client_threads": CLIENT_THREADS,
+        "client_requests": len(samples),
+        "failed_client_requests": len(failures),
+        "writes_acknowledged": sum(len(client.acknowledged) for client in clients),
+        "requests_by_operation": dict(Counter(sample.operation for sample in samples)),
+        "roll_seconds": round(roll_ended - roll_started, 2),
+        "latency_before_roll": latency_summary([s for s in samples if s.started < roll_started]),
+        "latency_during_roll": latency_summary(
+            [s for s in samples if roll_started <= s.started <= roll_ended]
+        ),
+        "latency_after_roll": latency_summary([s for s in samples if s.started > roll_ended]),
+        "served_by_instance": share(entries, restarts),
+        "served_by_instance_during_roll": share(
+            [e for e in entries if roll_started_epoch <= e["msec"] <= roll_ended_epoch], restarts
+        ),
+        # Requests nginx sent to a second instance because the first failed to answer.
+        "passed_to_another_instance": sum("," in e["upstream"] for e in entries),
+        "restarts": [
+            {
+                **{key: value for key, value in step.items() if not key.endswith("_epoch")},
+                # Requests that were on their way when nginx took the instance out, and
+                # that it answered after its SIGTERM: start_server.sh's drain at work.
+                "answered_after_sigterm": sum(
+                    served_by(e) == step["old_address"] and e["msec"] >= step["sigterm_epoch"]
+                    for e in entries
+                ),
+            }
+            for step in restarts
+        ],
+    }
+    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    ARTIFACT.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\nscale-out figures ({ARTIFACT}):\n{json.dumps(figures, indent=2)}")
+
+    assert failures == [], f"{len(failures)} client requests failed, first ones: {failures[:10]}"
+    assert all(step["exit_code"] == 0 for step in restarts), restarts
+    # Every acknowledged write is there, exactly once, on every instance: none lost, none
+    # written twice by a resent request.
+    for server in instances:
+        for client in clients:
+            stored = thoughts_of(server.url, client.username, client.token)
+            assert stored == client.acknowledged, (
+                f"instance {server.port} holds {len(stored)} thoughts of {client.username}, "
+                f"{len(client.acknowledged)} were acknowledged"
+            )
+
+
+def address_of(server: ServedApp) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+def roll_one(server: ServedApp, load_balancer: Nginx, in_rotation: list[int], test_deadline: float) -> dict:
+    """One pod's turn in a rolling update: out of rotation, SIGTERM, exit, start, ready, in."""
+    old_pid, old_address = server.pid, address_of(server)
+    began = time.monotonic()
+    in_rotation.remove(server.port)
+    load_balancer.rotate(in_rotation)
+    signalled, signalled_epoch = time.monotonic(), time.time()
+    server.stop(signal.SIGTERM)
+    exit_code = server.wait(timeout=min(EXIT_TIMEOUT_SECONDS, test_deadline - signalled))
+    exited = time.monotonic()
+    server.start()  # on a free port, until /readyz answers 200
+    ready = time.monotonic()
+    assert server.pid != old_pid
+    in_rotation.append(server.port)
+    load_balancer.rotate(in_rotation)
+    return {
+        "old_address": old_address,
+        "new_address": address_of(server),
+        "exit_code": exit_code,
+        "out_of_rotation_seconds": round(signalled - began, 3),
+        "sigterm_to_exit_seconds": round(exited - signalled, 2),
+        "start_to_ready_seconds": round(ready - exited, 2),
+        "sigterm_epoch": signalled_epoch,
+        "in_rotation_epoch": time.time(),
+    }
+
+
+def share(entries: list[dict], restarts: list[dict]) -> dict:
+    """Requests each instance answered, at its address before and after its restart."""
+    counts = Counter(served_by(entry) for entry in entries)
+    total = sum(counts.values())
+    return {
+        f"instance {number}": {
+            f"{step['old_address']} (before restart)": counts[step["old_address"]],
+            f"{step['new_address']} (after restart)": counts[step["new_address"]],
+            "percent": round(
+                100 * (counts[step["old_address"]] + counts[step["new_address"]]) / max(total, 1), 1
+            ),
+        }
+        for number, step in enumerate(restarts)
+    }
+
+
+def thoughts_of(base_url: str, username: str, token: str) -> dict[int, str]:
+    """All of `username`'s thoughts as one instance sees them: id -> text."""
+    stored: dict[int, str] = {}
+    while True:
+        answer = requests.get(
+            f"{base_url}/api/me/thoughts/",
+            params={"limit": PAGE_SIZE, "offset": len(stored)},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=CLIENT_TIMEOUT_SECONDS,
+        )
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        for thought in page:
+            assert thought["id"] not in stored, f"thought {thought['id']} listed twice"
+            stored[thought["id"]] = thought["text"]
+        if len(page) < PAGE_SIZE:
+            return stored
