@@ -8,7 +8,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from thoughts_backend.db import SEARCH_INDEX_NAME, create_schema, db
+from thoughts_backend.db import SEARCH_INDEX_NAME, TOTAL_TRIGGERS, create_schema, db
 from thoughts_backend.models import Thought
 
 
@@ -21,16 +21,15 @@ def five_thoughts(app):
 
 @pytest.fixture
 def counted_statements(app):
-    """The COUNT(*)s of the table the database receives while the test runs.
-
-    The page's own query counts its rows too; that one reads only the page.
-    """
+    """The statements that look up a total (a COUNT(*) of the table, or the stored total)
+    that the database receives while the test runs. The page's own query, which counts
+    only the page's rows, is not one of them."""
     seen = []
     with app.app_context():
         engine = db.engine
 
     def record(_conn, _cursor, statement, *_args):
-        if "count(" in statement.lower() and " AS page" not in statement:
+        if ("count(" in statement.lower() and " AS page" not in statement) or "thought_total" in statement:
             seen.append(statement)
 
     sa.event.listen(engine, "before_cursor_execute", record)
@@ -49,7 +48,7 @@ def counted_statements(app):
         ("offset=50", 0, True),
     ],
 )
-def test_total_is_exact_and_counted_only_when_the_page_cannot_tell(
+def test_total_is_exact_and_looked_up_only_when_the_page_cannot_tell(
     client, five_thoughts, counted_statements, query, page_length, counts
 ):
     response = client.get(f"/api/thoughts/?{query}")
@@ -179,3 +178,67 @@ def test_schema_without_the_extension_right_warns_once_and_search_still_works(
         assert SEARCH_INDEX_NAME not in {i["name"] for i in sa.inspect(engine).get_indexes("thought")}
     finally:
         engine.dispose()
+
+
+def stored_and_counted(connection) -> tuple[int, int]:
+    return (
+        connection.scalar(sa.text("SELECT thoughts FROM thought_total")),
+        connection.scalar(sa.text("SELECT count(*) FROM thought")),
+    )
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgresql_list_total_is_the_stored_one_not_a_count(client, five_thoughts, counted_statements):
+    response = client.get("/api/thoughts/?limit=2")
+    assert response.headers["X-Total-Count"] == "5"
+    assert len(counted_statements) == 1
+    assert "thought_total" in counted_statements[0]
+    assert "count(" not in counted_statements[0].lower()
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgresql_stored_total_follows_every_write(app, client, post_thought, auth, five_thoughts):
+    first = post_thought("mine", username="erin")
+    post_thought("mine too", username="erin")
+    assert client.delete(f"/api/me/thoughts/{first['id']}/", headers=auth("erin")).status_code == 204
+    assert client.delete("/admin/thoughts/1/", headers=auth("root", admin=True)).status_code == 204
+    with app.app_context(), db.engine.begin() as connection:
+        assert stored_and_counted(connection) == (5, 5)
+        # Bulk statements, as an operator might run them: one trigger call each.
+        connection.execute(
+            sa.text(
+                "INSERT INTO thought (username, text, timestamp) SELECT 'bulk', 't', now() FROM generate_series(1, 50)"
+            )
+        )
+        connection.execute(sa.text("DELETE FROM thought WHERE id % 3 = 0"))
+        assert stored_and_counted(connection)[0] == stored_and_counted(connection)[1]
+        connection.execute(sa.text("TRUNCATE thought"))
+        assert stored_and_counted(connection) == (0, 0)
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgresql_stored_total_starts_from_the_rows_already_there(app):
+    with app.app_context():
+        engine = db.engine
+        # A database from before the stored total: the table and rows, no triggers.
+        with engine.begin() as connection:
+            for trigger in TOTAL_TRIGGERS:
+                connection.exec_driver_sql(f"DROP TRIGGER {trigger} ON thought")
+            connection.exec_driver_sql("DROP TABLE thought_total")
+            connection.execute(
+                sa.text(
+                    "INSERT INTO thought (username, text, timestamp) SELECT 'old', 't', now() FROM generate_series(1, 7)"
+                )
+            )
+        create_schema(engine)
+        create_schema(engine)  # again, as on every start: nothing changes
+        with engine.connect() as connection:
+            assert stored_and_counted(connection) == (7, 7)
+        # The thought table dropped and made again (as the tests do): the total restarts at 0.
+        db.metadata.drop_all(engine)
+        create_schema(engine)
+        with engine.connect() as connection:
+            assert stored_and_counted(connection) == (0, 0)

@@ -18,6 +18,41 @@ logger = logging.getLogger(__name__)
 # PostgreSQL only: trigrams let `text ILIKE '%word%'` read an index instead of every row.
 SEARCH_INDEX_NAME = "ix_thought_text_trgm"
 
+# PostgreSQL only: the number of thoughts, kept by triggers, for the X-Total-Count of the
+# unfiltered list. COUNT(*) there reads a whole index: 0.1 s at a million rows. SQLite's
+# COUNT(*) of a table counts b-tree pages and stays cheap, so SQLite needs none of this.
+TOTAL_TABLE = "thought_total"
+TOTAL_TRIGGERS = ("thought_total_insert", "thought_total_delete", "thought_total_truncate")
+TOTAL_SETUP = (
+    """CREATE TABLE IF NOT EXISTS thought_total (
+        only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+        thoughts bigint NOT NULL
+    )""",
+    """CREATE OR REPLACE FUNCTION thought_total_update() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            UPDATE thought_total SET thoughts = thoughts + (SELECT count(*) FROM changed);
+        ELSIF TG_OP = 'DELETE' THEN
+            UPDATE thought_total SET thoughts = thoughts - (SELECT count(*) FROM changed);
+        ELSE
+            UPDATE thought_total SET thoughts = 0;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    # Statement triggers with the changed rows as a table: one UPDATE per statement.
+    "DROP TRIGGER IF EXISTS thought_total_insert ON thought",
+    """CREATE TRIGGER thought_total_insert AFTER INSERT ON thought
+        REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION thought_total_update()""",
+    "DROP TRIGGER IF EXISTS thought_total_delete ON thought",
+    """CREATE TRIGGER thought_total_delete AFTER DELETE ON thought
+        REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION thought_total_update()""",
+    "DROP TRIGGER IF EXISTS thought_total_truncate ON thought",
+    """CREATE TRIGGER thought_total_truncate AFTER TRUNCATE ON thought
+        FOR EACH STATEMENT EXECUTE FUNCTION thought_total_update()""",
+    """INSERT INTO thought_total (thoughts) SELECT count(*) FROM thought
+        ON CONFLICT (only_row) DO UPDATE SET thoughts = EXCLUDED.thoughts""",
+)
+
 
 def configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
     """Make SQLite safe for several uWSGI worker processes writing at once.
@@ -45,6 +80,35 @@ def create_schema(engine: sa.Engine) -> None:
     Base.metadata.create_all(engine)
     if engine.dialect.name == "postgresql":
         create_search_index(engine)
+        create_total_counter(engine)
+
+
+def create_total_counter(engine: sa.Engine) -> None:
+    """Keep the number of thoughts in thought_total (PostgreSQL), counted once when set up.
+
+    Set up when a piece is missing: on a new database, or after the thought table was
+    dropped (its triggers go with it). The table is locked against writes meanwhile, so
+    that the first count and the triggers that take over from it agree.
+    """
+    with engine.connect() as connection:
+        triggers = connection.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'thought'::regclass AND tgname = ANY(:names)"
+            ),
+            {"names": list(TOTAL_TRIGGERS)},
+        )
+        has_total = connection.scalar(
+            sa.text("SELECT to_regclass(:table) IS NOT NULL"), {"table": TOTAL_TABLE}
+        )
+        if has_total:
+            has_total = connection.scalar(sa.text("SELECT count(*) FROM thought_total")) == 1
+        if triggers == len(TOTAL_TRIGGERS) and has_total:
+            return
+        connection.rollback()
+        with connection.begin():
+            connection.exec_driver_sql("LOCK TABLE thought IN SHARE ROW EXCLUSIVE MODE")
+            for statement in TOTAL_SETUP:
+                connection.exec_driver_sql(statement)
 
 
 def create_search_index(engine: sa.Engine) -> bool:

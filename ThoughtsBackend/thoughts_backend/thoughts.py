@@ -4,7 +4,7 @@ import json
 
 from flask import Response, request
 from flask_restx import Namespace, fields, inputs, reqparse
-from sqlalchemy import Text, bindparam, cast, func, literal_column, select
+from sqlalchemy import Text, bindparam, cast, func, literal_column, select, text
 
 from .db import db
 from .errors import ApiError
@@ -73,11 +73,13 @@ class Selection:
     values are bound per request (`limit`, `offset` and the selection's own parameters).
     """
 
-    def __init__(self, *where):
+    def __init__(self, *where, stored_totals: dict | None = None):
         self.where = where
         self._page_json: dict[str, object] = {}
         # COUNT(*) on the table itself: SQLite then counts b-tree pages instead of rows.
         self.count = select(func.count()).select_from(Thought.__table__).where(*where)
+        # Per database, a statement that reads the total kept up to date (see db.py).
+        self.stored_totals = stored_totals or {}
 
     def page_json(self, dialect: str):
         """SELECT (rows on the page, the page as a JSON array) for this database."""
@@ -113,7 +115,7 @@ class Selection:
         return self._page_json[dialect]
 
 
-ALL_THOUGHTS = Selection()
+ALL_THOUGHTS = Selection(stored_totals={"postgresql": text("SELECT thoughts FROM thought_total")})
 THOUGHTS_OF_USER = Selection(Thought.__table__.c.username == bindparam("username"))
 ONE_THOUGHT = select(*THOUGHT_COLUMNS).where(Thought.__table__.c.id == bindparam("id"))
 
@@ -129,9 +131,13 @@ def page_of(selection: Selection, limit: int, offset: int, **parameters):
     with db.engine.connect() as connection:
         statement = selection.page_json(connection.dialect.name)
         on_page, body = connection.execute(statement, {"limit": limit, "offset": offset, **parameters}).one()
+        stored_total = selection.stored_totals.get(connection.dialect.name)
+        total = None
         if on_page < limit and (on_page or offset == 0):
             total = offset + on_page
-        else:
+        elif stored_total is not None:
+            total = connection.scalar(stored_total)
+        if total is None:
             total = connection.scalar(selection.count, parameters)
     return json_response(body, headers={TOTAL_COUNT_HEADER: str(total)})
 
