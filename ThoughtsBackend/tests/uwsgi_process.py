@@ -1,0 +1,267 @@
+"""The service as production runs it: start_server.sh with the real uwsgi.ini, on loopback.
+
+    from tests.uwsgi_process import ServedApp
+
+    with ServedApp({"DATABASE_ENGINE": "SQLITE", "SQLITE_PATH": db, "PUBLIC_KEY_FILE": pem}) as app:
+        status, body = app.get("/api/thoughts/")
+        app.stop(signal.SIGTERM)
+        assert app.wait(timeout=10) == 0
+        print(app.output)
+
+`ServedApp` starts the script on a free port with its own run directory, and returns once
+GET /healthz answers 200: it polls that, never sleeps a fixed time. Leaving the `with`
+block stops whatever is still running (SIGTERM, then SIGKILL) and removes the files it
+made. The script and uWSGI come from docker/app/ in a checkout, /opt/uwsgi/ in the image.
+If uWSGI is missing, starting fails: a test that needs it fails, it never skips.
+"""
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+CODE_DIR = Path(__file__).resolve().parents[1]
+SERVER_DIRS = (CODE_DIR.parent / "docker" / "app", Path("/opt/uwsgi"))
+
+
+def server_dir() -> Path:
+    """Where start_server.sh and uwsgi.ini are: the checkout's docker/app, or the image's."""
+    for directory in SERVER_DIRS:
+        if (directory / "start_server.sh").is_file():
+            return directory
+    raise FileNotFoundError(f"start_server.sh is in none of {', '.join(map(str, SERVER_DIRS))}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def process_tree(root: int) -> set[int]:
+    """`root` and all its descendants alive now, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited while we looked
+            continue
+        # The command name, in parentheses, may hold spaces: the fields follow the last ')'.
+        parent = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree and Path(f"/proc/{pid}").exists():
+            tree.add(pid)
+            todo.extend(children.get(pid, []))
+    return tree
+
+
+def is_alive(pid: int) -> bool:
+    """Running, or exited but not yet reaped by its parent (a zombie counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class ServedApp:
+    """start_server.sh serving `code_dir` (with env added to ours) on 127.0.0.1:<free port>."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        code_dir: Path = CODE_DIR,
+        *,
+        processes: int = 2,
+        ready_path: str = "/healthz",
+        start_timeout: float = 60,
+    ):
+        self.code_dir = Path(code_dir)
+        self.extra_env = dict(env or {})
+        self.processes = processes
+        self.ready_path = ready_path
+        self.start_timeout = start_timeout
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+        self.signalled_at: float | None = None
+        self._workdir = Path(tempfile.mkdtemp(prefix="served-app-"))
+        self.run_dir = self._workdir / "run"
+        self._log_path = self._workdir / "output.log"
+        self._log = None
+
+    # --- Where things are ---
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The script's pid: the process that gets the signals (PID 1 in the container)."""
+        assert self.process, "not started"
+        return self.process.pid
+
+    @property
+    def fifo(self) -> Path:
+        return self.run_dir / "master.fifo"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "uwsgi.pid"
+
+    @property
+    def master_pid(self) -> int:
+        return int(self.pidfile.read_text())
+
+    @property
+    def output(self) -> str:
+        """Everything the script and uWSGI have written so far (stdout and stderr)."""
+        return self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll() if self.process else None
+
+    # --- Life cycle ---
+
+    def start(self) -> "ServedApp":
+        uwsgi = shutil.which("uwsgi", path=self._environment(0)["PATH"])
+        if uwsgi is None:
+            raise FileNotFoundError("uwsgi is not installed (pip install -r requirements.txt)")
+        for _attempt in range(3):  # another process may take the free port before uWSGI does
+            self.port = free_port()
+            self._launch()
+            if self._wait_until_ready():
+                return self
+            if "Address already in use" not in self.output:
+                break
+        raise RuntimeError(f"start_server.sh did not start:\n{self.output}")
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """Send `signum` to the script, as `docker stop` (SIGTERM) or Ctrl+C (SIGINT) would."""
+        self.signalled_at = time.monotonic()
+        os.kill(self.pid, signum)
+
+    def wait(self, timeout: float) -> int:
+        """The script's exit status; subprocess.TimeoutExpired if it runs past `timeout`."""
+        assert self.process, "not started"
+        return self.process.wait(timeout)
+
+    def close(self) -> None:
+        """Stop whatever still runs, the gentle way first; remove the files made for it."""
+        try:
+            if self.process and self.process.poll() is None:
+                self.stop(signal.SIGTERM)
+                try:
+                    self.process.wait(15)
+                except subprocess.TimeoutExpired:
+                    self._kill_everything()
+        finally:
+            if self._log:
+                self._log.close()
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> "ServedApp":
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # --- Looking inside ---
+
+    def uwsgi_pids(self) -> set[int]:
+        """The master, its workers and its HTTP router, alive now."""
+        return process_tree(self.master_pid)
+
+    def worker_pids(self) -> dict[int, int]:
+        """Worker id -> pid, from uWSGI's stats socket."""
+        with socket.socket(socket.AF_UNIX) as stats:
+            stats.settimeout(5)
+            stats.connect(str(self.run_dir / "stats.sock"))
+            data = b"".join(iter(lambda: stats.recv(65536), b""))
+        return {worker["id"]: worker["pid"] for worker in json.loads(data)["workers"]}
+
+    def get(self, path: str, timeout: float = 10) -> tuple[int, bytes]:
+        """GET `path` on a new connection: (status, body)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    # --- Inside ---
+
+    def _environment(self, port: int) -> dict[str, str]:
+        # uWSGI would take an inherited UWSGI_* variable for an option of this instance.
+        environment = {name: value for name, value in os.environ.items() if not name.startswith("UWSGI_")}
+        # The venv's uwsgi and python, even when the tests run without activating it.
+        environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", "")])
+        environment.update(
+            PORT=str(port),
+            CODE_DIR=str(self.code_dir),
+            UWSGI_RUN_DIR=str(self.run_dir),
+            UWSGI_PROCESSES=str(self.processes),
+            PYTHONUNBUFFERED="1",
+        )
+        environment.update(self.extra_env)
+        return environment
+
+    def _launch(self) -> None:
+        if self._log:
+            self._log.close()
+        self._log = self._log_path.open("ab")
+        self.process = subprocess.Popen(
+            ["sh", str(server_dir() / "start_server.sh")],
+            cwd=self.code_dir,
+            env=self._environment(self.port),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            # Its own session, like a container's PID 1: our signals reach it only when we send them.
+            start_new_session=True,
+        )
+
+    def _wait_until_ready(self) -> bool:
+        """True once `ready_path` answers 200; False if the script exits first."""
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                if self.get(self.ready_path, timeout=2)[0] == 200:
+                    return True
+            except OSError:  # refused, reset or timed out: not ready yet
+                pass
+            time.sleep(0.05)
+        self._kill_everything()
+        raise TimeoutError(
+            f"{self.ready_path} did not answer 200 within {self.start_timeout}s:\n{self.output}"
+        )
+
+    def _kill_everything(self) -> None:
+        """SIGKILL the script and uWSGI's process group (uWSGI runs in a session of its own)."""
+        with contextlib.suppress(OSError, ValueError):  # no pidfile, or no such group any more
+            os.killpg(self.master_pid, signal.SIGKILL)
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
