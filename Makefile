@@ -13,7 +13,7 @@ $(VENV)/.installed: ThoughtsBackend/requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-.PHONY: install run test lint token
+.PHONY: install run test lint token test-scaleout validate-kubernetes
 install: $(VENV)/.installed
 
 # The container's own start_server.sh and uwsgi.ini, with host paths: one run path.
@@ -25,8 +25,17 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The suite (SQLite and PostgreSQL), in minutes; the long runs below have their own targets.
 test: lint
-	cd $(CODE) && $(VENV)/bin/python -m pytest -m "not container"
+	cd $(CODE) && $(VENV)/bin/python -m pytest -m "not container and not scaleout and not browser and not faults"
+
+# Three uWSGI instances behind nginx, restarted one by one under load (about 2 minutes; needs nginx).
+test-scaleout: install
+	cd $(CODE) && $(VENV)/bin/python -m pytest -m scaleout
+
+# Every manifest in deploy/kubernetes/ against the Kubernetes 1.37 schemas (also run by make test).
+validate-kubernetes: install
+	$(VENV)/bin/kubernetes-validate --strict -k 1.37.0 $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
 
 # A token for the keys that `make run` made: TOKEN=$$(make -s token USERNAME=alice [ADMIN=1])
 USERNAME ?= alice
