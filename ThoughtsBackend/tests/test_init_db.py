@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import sqlalchemy as sa
 
 CODE_DIR = os.path.dirname(os.path.dirname(__file__))
@@ -61,3 +62,28 @@ def test_init_db_unreachable_database_is_a_clear_failure():
         "init_db: cannot use the database at postgresql+psycopg://postgres@127.0.0.1:9/test" in result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.postgresql
+def test_several_instances_starting_at_once_all_succeed(postgresql_server_url):
+    """A new Deployment starts its pods together: every init_db.py must succeed."""
+    engine = sa.create_engine(postgresql_server_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE IF EXISTS thought CASCADE"))
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "init_db.py"],
+            cwd=CODE_DIR,
+            env={**os.environ, "DATABASE_URL": postgresql_server_url},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outcomes = [(start.wait(timeout=60), start.stderr.read()) for start in starts]
+    for start in starts:
+        start.stderr.close()
+    assert [code for code, _ in outcomes] == [0, 0, 0, 0], outcomes
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE thought CASCADE"))
+    engine.dispose()

@@ -73,14 +73,30 @@ def configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
         cursor.close()
 
 
+# Any fixed number: the key of the PostgreSQL advisory lock that schema set-up holds.
+SCHEMA_LOCK_KEY = 0x7468_6F75  # "thou"
+
+
 def create_schema(engine: sa.Engine) -> None:
-    """Create the tables and indexes that are missing; safe to run on every start."""
+    """Create the tables and indexes that are missing; safe to run on every start.
+
+    On PostgreSQL, several instances starting at once (a new Deployment, `--scale`) take
+    turns through an advisory lock: without it, two CREATE TABLEs can race and one fails.
+    """
     from . import models  # noqa: F401  (registers the tables on the metadata)
 
-    Base.metadata.create_all(engine)
-    if engine.dialect.name == "postgresql":
-        create_search_index(engine)
-        create_total_counter(engine)
+    if engine.dialect.name != "postgresql":
+        Base.metadata.create_all(engine)
+        return
+    with engine.connect() as lock_holder:
+        lock_holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        try:
+            Base.metadata.create_all(engine)
+            create_search_index(engine)
+            create_total_counter(engine)
+        finally:
+            lock_holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            lock_holder.commit()
 
 
 def create_total_counter(engine: sa.Engine) -> None:
@@ -119,6 +135,10 @@ def create_search_index(engine: sa.Engine) -> bool:
     it reads the whole table.
     """
     with engine.connect() as connection:
+        # CREATE INDEX IF NOT EXISTS still takes a lock that waits for open writes: skip it
+        # when the index is there, so that a restart never holds up the running instances.
+        if connection.scalar(sa.text("SELECT to_regclass(:name) IS NOT NULL"), {"name": SEARCH_INDEX_NAME}):
+            return True
         installed = connection.scalar(sa.text("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'"))
         if not installed:
             try:
