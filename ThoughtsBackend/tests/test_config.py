@@ -4,8 +4,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from thoughts_backend import create_app
-from thoughts_backend.config import ConfigError, database_url, gather_settings, load_public_key
+from thoughts_backend import config, create_app
+from thoughts_backend.config import CODE_DIR, ConfigError, database_url, gather_settings, load_public_key
 
 from .conftest import pem_public
 
@@ -17,7 +17,7 @@ def settings(**values) -> dict:
 def test_default_is_sqlite_file_beside_the_code():
     url = database_url(settings())
     assert url.get_backend_name() == "sqlite"
-    assert url.database.endswith("ThoughtsBackend/db.sqlite3")
+    assert url.database == str(CODE_DIR / "db.sqlite3")
 
 
 def test_sqlite_path_from_environment():
@@ -100,7 +100,6 @@ def private_pem(key) -> str:
 @pytest.mark.parametrize(
     "make_values, sentence",
     [
-        (lambda tmp, pem, key: {}, "No public key to validate tokens"),
         (lambda tmp, pem, key: {"PUBLIC_KEY": pem, "PUBLIC_KEY_FILE": "x"}, "not both"),
         (lambda tmp, pem, key: {"PUBLIC_KEY_FILE": str(tmp / "absent.pem")}, "Cannot read PUBLIC_KEY_FILE"),
         (lambda tmp, pem, key: {"PUBLIC_KEY": private_pem(key)}, "holds a private key"),
@@ -114,7 +113,7 @@ def private_pem(key) -> str:
             "use at least 2048 bits",
         ),
     ],
-    ids=["none", "both", "unreadable", "private", "not-pem", "not-rsa", "too-small"],
+    ids=["both", "unreadable", "private", "not-pem", "not-rsa", "too-small"],
 )
 def test_bad_public_key_settings(tmp_path, public_pem, private_key, make_values, sentence):
     with pytest.raises(ConfigError, match=sentence):
@@ -161,3 +160,11 @@ KwIDAQAB
 def test_the_originals_published_key_is_refused():
     with pytest.raises(ConfigError, match="whose private key is public"):
         load_public_key(settings(PUBLIC_KEY=ORIGINAL_PUBLISHED_PUBLIC_KEY))
+
+
+def test_without_a_key_setting_the_default_key_file_is_used(monkeypatch, tmp_path, public_pem):
+    monkeypatch.setattr(config, "DEFAULT_PUBLIC_KEY_FILE", tmp_path / "public.pem")
+    with pytest.raises(ConfigError, match=f"No public key to validate tokens.*makes a pair in {tmp_path}"):
+        load_public_key(settings())
+    (tmp_path / "public.pem").write_text(public_pem)
+    assert load_public_key(settings()).key_size == 2048

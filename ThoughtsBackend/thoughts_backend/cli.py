@@ -14,10 +14,10 @@ import click
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .config import CODE_DIR
+from .config import DEFAULT_PUBLIC_KEY_FILE
 from .token_validation import encode_token
 
-DEFAULT_KEYS_DIR = CODE_DIR / "keys"
+DEFAULT_KEYS_DIR = DEFAULT_PUBLIC_KEY_FILE.parent
 KEY_BITS = 3072
 
 

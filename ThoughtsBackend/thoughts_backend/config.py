@@ -13,6 +13,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 CODE_DIR = Path(__file__).resolve().parent.parent
+# Where `generate-keys` puts a development pair, and where the key is looked for when
+# neither PUBLIC_KEY nor PUBLIC_KEY_FILE is set (so `flask create-token` works in a shell
+# or `docker exec` beside a server that start_server.sh gave a generated key).
+DEFAULT_PUBLIC_KEY_FILE = CODE_DIR / "keys" / "public.pem"
 
 DEFAULTS = {
     "DATABASE_ENGINE": "SQLITE",
@@ -107,11 +111,13 @@ def load_public_key(settings: Mapping) -> rsa.RSAPublicKey:
         raise ConfigError("Set either PUBLIC_KEY or PUBLIC_KEY_FILE, not both")
     if not text:
         path = settings.get("PUBLIC_KEY_FILE")
+        if not path and DEFAULT_PUBLIC_KEY_FILE.is_file():
+            path = str(DEFAULT_PUBLIC_KEY_FILE)
         if not path:
             raise ConfigError(
                 "No public key to validate tokens: set PUBLIC_KEY_FILE to an RSA public key "
-                "PEM file (or PUBLIC_KEY to its text); for development, "
-                "`python -m thoughts_backend generate-keys` makes a key pair in keys/"
+                f"PEM file (or PUBLIC_KEY to its text); for development, "
+                f"`python -m thoughts_backend generate-keys` makes a pair in {DEFAULT_PUBLIC_KEY_FILE.parent}"
             )
         source = f"PUBLIC_KEY_FILE ({path})"
         try:
