@@ -13,7 +13,7 @@ $(VENV)/.installed: ThoughtsBackend/requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-.PHONY: install run test lint token test-scaleout validate-kubernetes
+.PHONY: install run test lint token test-scaleout test-container validate-kubernetes
 install: $(VENV)/.installed
 
 # The container's own start_server.sh and uwsgi.ini, with host paths: one run path.
@@ -32,6 +32,11 @@ test: lint
 # Three uWSGI instances behind nginx, restarted one by one under load (about 2 minutes; needs nginx).
 test-scaleout: install
 	cd $(CODE) && $(VENV)/bin/python -m pytest -m scaleout
+
+# Builds the glibc image on a debootstrap base, runs it, stops it under load (needs root and
+# docker.io, debootstrap; it starts dockerd itself when none runs).
+test-container: install
+	cd $(CODE) && $(VENV)/bin/python -m pytest -m container
 
 # Every manifest in deploy/kubernetes/ against the Kubernetes 1.37 schemas (also run by make test).
 validate-kubernetes: install
