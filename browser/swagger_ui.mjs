@@ -97,10 +97,13 @@ try {
   // Authorize: the scheme is an apiKey in the Authorization header, typed as "Bearer <token>".
   await page.locator(".scheme-container button.authorize").click();
   const dialog = page.locator(".dialog-ux .modal-ux");
+  // What the dialog tells a person to type (the scheme's description, as rendered).
+  seen.authorizationHelp = (await dialog.locator(".auth-container").first().innerText()).trim();
   await dialog.locator("input").fill(`Bearer ${token}`);
   await dialog.locator(".auth-btn-wrapper button.authorize").click();
   await dialog.locator(".auth-btn-wrapper button", { hasText: "Logout" }).waitFor();
   seen.authorized = true;
+  await dialog.screenshot({ path: join(artifactDir, "swagger-ui-authorized.png") });
   await dialog.locator("button.btn-done").click();
   await dialog.waitFor({ state: "detached" });
 
