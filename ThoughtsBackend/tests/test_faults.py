@@ -1,0 +1,633 @@
+"""Faults under load, against the service under uWSGI: the database goes away, a worker is
+killed, a request hangs past harakiri, the SQLite disk is read-only or full.
+
+Each test runs a bounded load (a few client threads, a capped number of requests) and
+waits for conditions, never for fixed sleeps. The numbers each test measures (requests in
+flight when the fault hit, how many failed and how) are printed; run with -s to see them:
+    make test-faults        (or: pytest -m faults -s tests/test_faults.py)
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+import sqlalchemy as sa
+
+from thoughts_backend import create_app
+from thoughts_backend.db import create_schema, db
+from thoughts_backend.token_validation import encode_token
+
+from .conftest import POSTGRES_TEST_URL, postgresql_required
+from .postgres_instance import PostgresInstance
+from .uwsgi_process import ServedApp
+
+REQUEST_TIMEOUT = 10
+# The issue's bound: while the database is away, an answer (503) within this many seconds.
+OUTAGE_ANSWER_SECONDS = 1.0
+HARAKIRI_SECONDS = 3
+WORKERS = 3
+
+
+# --- Helpers: the service, its processes, a bounded load -------------------------------
+
+
+def served(public_key_file, processes: int = 2, **settings) -> ServedApp:
+    """The service under start_server.sh and uwsgi.ini, with these settings (environment)."""
+    environment = {"PUBLIC_KEY_FILE": str(public_key_file), **{k: str(v) for k, v in settings.items()}}
+    return ServedApp(environment, processes=processes)
+
+
+def uwsgi_stats(path: Path) -> dict:
+    """uWSGI's stats server (env UWSGI_STATS): which workers exist and which are busy."""
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.connect(str(path))
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    return json.loads(data)
+
+
+def worker_pids(service: ServedApp) -> set[int]:
+    return {pid for pid in service.worker_pids().values() if pid}
+
+
+def busy_worker_pids(service: ServedApp) -> set[int]:
+    stats = uwsgi_stats(service.run_dir / "stats.sock")
+    return {worker["pid"] for worker in stats["workers"] if worker["status"] == "busy"}
+
+
+def replaced_workers(service: ServedApp, before: set[int]) -> set[int] | None:
+    """The worker pids once one of `before` is gone and a new one serves in its place."""
+    pids = worker_pids(service)
+    return pids if len(pids) == len(before) and pids - before else None
+
+
+def wait_until(condition, timeout: float, message: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"not within {timeout}s: {message}")
+
+
+@dataclass
+class Outcome:
+    method: str
+    path: str
+    started: float
+    finished: float
+    status: int | None = None
+    error: str | None = None
+    json_body: object = None
+    retry_after: str | None = None
+    sent_text: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.finished - self.started
+
+    @property
+    def failed(self) -> bool:
+        return self.status is None or self.status >= 400
+
+
+def timed_request(method: str, url: str, path: str, **kwargs) -> Outcome:
+    # A connection per request: uWSGI's HTTP router (without http-keepalive) closes each
+    # connection after one answer without saying so, and a reused one would fail.
+    started = time.monotonic()
+    sent_text = kwargs.get("json", {}).get("text") if "json" in kwargs else None
+    try:
+        response = requests.request(method, url + path, timeout=REQUEST_TIMEOUT, **kwargs)
+    except requests.RequestException as error:
+        return Outcome(
+            method,
+            path,
+            started,
+            time.monotonic(),
+            error=f"{type(error).__name__}: {error}"[:300],
+            sent_text=sent_text,
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return Outcome(
+        method,
+        path,
+        started,
+        time.monotonic(),
+        status=response.status_code,
+        json_body=body,
+        retry_after=response.headers.get("Retry-After"),
+        sent_text=sent_text,
+    )
+
+
+@dataclass
+class Load:
+    """Client threads sending requests until stopped, or until each has sent `cap` of them."""
+
+    base_url: str
+    requests_per_thread: list  # one function per thread: (session, n) -> (method, path, kwargs)
+    cap: int = 2000
+    # A thread stops after an outcome for which this is true (e.g. the service has gone).
+    stop_when: Callable[[Outcome], bool] | None = None
+    outcomes: list = field(default_factory=list)
+    in_flight: int = 0
+
+    def __post_init__(self):
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(make,)) for make in self.requests_per_thread]
+
+    def _run(self, make_request):
+        for n in range(self.cap):
+            if self.stopping.is_set():
+                return
+            method, path, kwargs = make_request(n)
+            with self.lock:
+                self.in_flight += 1
+            outcome = timed_request(method, self.base_url, path, **kwargs)
+            with self.lock:
+                self.in_flight -= 1
+                self.outcomes.append(outcome)
+            if self.stop_when and self.stop_when(outcome):
+                return
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(REQUEST_TIMEOUT + 5)
+
+    def count(self, predicate) -> int:
+        with self.lock:
+            return sum(1 for outcome in self.outcomes if predicate(outcome))
+
+    def snapshot(self) -> list[Outcome]:
+        with self.lock:
+            return list(self.outcomes)
+
+
+def reader(_n):
+    return "GET", "/api/thoughts/?limit=5", {}
+
+
+def writer(headers: dict, prefix: str):
+    def make(n):
+        return "POST", "/api/me/thoughts/", {"json": {"text": f"{prefix}-{n}"}, "headers": headers}
+
+    return make
+
+
+def stored_texts(service: ServedApp) -> dict[str, dict]:
+    """Every stored thought by text, read through the API page by page."""
+    found, offset = {}, 0
+    while True:
+        page = requests.get(
+            f"{service.url}/api/thoughts/", params={"limit": 1000, "offset": offset}, timeout=REQUEST_TIMEOUT
+        )
+        assert page.status_code == 200, f"{page.text}\n{service.output[-5000:]}"
+        thoughts = page.json()
+        for thought in thoughts:
+            found[thought["text"]] = thought
+        if len(thoughts) < 1000:
+            return found
+        offset += 1000
+
+
+def errors_logged(output: str) -> str:
+    """The service's error records (JSON log lines at level ERROR), for a failure's message."""
+    records = [line for line in output.splitlines() if '"level": "ERROR"' in line]
+    return "\n".join(record[-2000:] for record in records[-5:])
+
+
+def summary(outcomes: list[Outcome]) -> Counter:
+    return Counter(outcome.status or outcome.error for outcome in outcomes)
+
+
+@pytest.fixture
+def user_headers(private_key):
+    return {"Authorization": f"Bearer {encode_token('fault-tester', private_key, expires_in=3600)}"}
+
+
+# --- (a) PostgreSQL goes away under load, and comes back --------------------------------
+
+
+@pytest.mark.faults
+@pytest.mark.postgresql
+@pytest.mark.parametrize("shutdown", ["fast", "immediate"])
+def test_postgresql_outage_is_503_within_a_second_and_recovers_by_itself(
+    public_key_file, user_headers, shutdown
+):
+    with (
+        PostgresInstance.create() as database,
+        served(public_key_file, DATABASE_URL=database.url) as service,
+    ):
+        processes_before = service.uwsgi_pids()
+        load = Load(service.url, [reader, reader, writer(user_headers, "pg-a"), writer(user_headers, "pg-b")])
+        with load:
+            wait_until(lambda: load.count(lambda o: o.status == 201) >= 10, 20, "writes before the outage")
+            in_flight_at_stop = load.in_flight
+            stopped_at = time.monotonic()
+            database.stop(mode=shutdown)
+            stop_returned_at = time.monotonic()
+            wait_until(
+                lambda: load.count(lambda o: o.started > stop_returned_at and o.status == 503) >= 20,
+                10,
+                "503s while PostgreSQL is down",
+            )
+            readiness = requests.get(f"{service.url}/readyz", timeout=REQUEST_TIMEOUT)
+            restarted_at = time.monotonic()
+            database.start()
+            recovered_at = wait_until(
+                lambda: (
+                    load.count(lambda o: o.started > restarted_at and o.status == 201) >= 10
+                    and time.monotonic()
+                ),
+                20,
+                "writes succeeding again after PostgreSQL is back",
+            )
+        readiness_after = requests.get(f"{service.url}/readyz", timeout=REQUEST_TIMEOUT)
+        stored = stored_texts(service)
+        processes_after = service.uwsgi_pids()
+        log = service.output
+
+    outcomes = load.snapshot()
+    during = [o for o in outcomes if o.finished > stopped_at and o.started < restarted_at]
+    down = [o for o in during if o.started > stop_returned_at]
+    print(
+        f"\nPostgreSQL {shutdown} stop under load: {len(outcomes)} requests, {in_flight_at_stop} in flight "
+        f"at the stop; {len(during)} during the outage, {sum(o.failed for o in during)} failed "
+        f"({dict(summary(during))}); slowest answer during the outage "
+        f"{max(o.seconds for o in during):.3f}s; recovered "
+        f"{recovered_at - restarted_at:.2f}s after PostgreSQL was back"
+    )
+
+    assert not [o.error for o in outcomes if o.status is None], "a request got no HTTP answer"
+    assert {o.status for o in outcomes} <= {200, 201, 503}, f"{summary(outcomes)}\n{errors_logged(log)}"
+    assert all(o.status == 503 for o in down), summary(down)
+    for outcome in (o for o in outcomes if o.status == 503):
+        assert outcome.retry_after == "1"
+        assert "database" in outcome.json_body["message"]
+    slow = [o for o in during if o.seconds > OUTAGE_ANSWER_SECONDS]
+    assert not slow, [(o.method, o.status, round(o.seconds, 3)) for o in slow]
+
+    assert readiness.status_code == 503
+    assert readiness.json()["status"] == "unavailable"
+    assert readiness_after.status_code == 200
+    assert processes_after == processes_before, "a uWSGI process was restarted"
+
+    acknowledged = [o for o in outcomes if o.status == 201]
+    assert all(o.json_body["text"] in stored for o in acknowledged)
+    refused = [o for o in outcomes if o.method == "POST" and o.status == 503]
+    assert not [o for o in refused if o.sent_text in stored], "a write answered 503 was stored"
+
+
+# --- The database dies between two steps of one request (in-process, deterministic) -----
+
+
+@pytest.fixture
+def postgresql_app(postgresql_server_url, public_pem):
+    """An app of our own on the test PostgreSQL (not the `app` fixture: pytest-flask would
+    keep one app context open around the whole test, and teardown would never run)."""
+    app = create_app({"DATABASE_URL": postgresql_server_url, "PUBLIC_KEY": public_pem})
+    with app.app_context():
+        create_schema(db.engine)
+    yield app
+    with app.app_context():
+        db.metadata.drop_all(db.engine)
+        db.engine.dispose()
+
+
+def terminate_backend(backend_pid: int) -> None:
+    with psycopg.connect(POSTGRES_TEST_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
+
+
+@pytest.mark.postgresql
+def test_connection_lost_after_the_view_ran_still_sends_the_whole_answer(postgresql_app):
+    """Under uWSGI a failure here cut the answer off after its headers (IncompleteRead)."""
+
+    @postgresql_app.after_request
+    def lose_the_connection(response):
+        terminate_backend(db.session.scalar(sa.text("SELECT pg_backend_pid()")))
+        return response
+
+    client = postgresql_app.test_client()
+    for _ in range(2):  # and the next request gets a new connection by itself
+        response = client.get("/api/thoughts/")
+        assert response.status_code == 200
+        assert response.json == []
+        assert response.headers["X-Total-Count"] == "0"
+
+
+@pytest.mark.faults
+@pytest.mark.postgresql
+def test_write_committed_just_before_the_database_stops_is_201(public_pem, make_token):
+    """The answer must not need the database after the commit, or a stored thought is answered 503."""
+    with PostgresInstance.create() as database:
+        app = create_app({"DATABASE_URL": database.url, "PUBLIC_KEY": public_pem})
+        with app.app_context():
+            create_schema(db.engine)
+
+        def stop_the_database(_session):
+            database.stop(mode="immediate")
+
+        sa.event.listen(db.session, "after_commit", stop_the_database)
+        try:
+            created = app.test_client().post(
+                "/api/me/thoughts/",
+                json={"text": "committed, then the database stopped"},
+                headers={"Authorization": f"Bearer {make_token('alice')}"},
+            )
+        finally:
+            sa.event.remove(db.session, "after_commit", stop_the_database)
+        database.start()
+        stored = app.test_client().get(f"/api/thoughts/{created.json.get('id')}/")
+        with app.app_context():
+            db.engine.dispose()
+    assert created.status_code == 201, created.json
+    assert stored.json == created.json
+
+
+# --- (b) and (c): a worker dies with a request on it ------------------------------------
+
+
+@contextlib.contextmanager
+def sqlite_write_lock(path: Path):
+    """Hold SQLite's write lock from another connection: writers in the service wait on it
+    (up to their busy timeout) while readers go on, as WAL allows."""
+    connection = sqlite3.connect(path, isolation_level=None, timeout=5)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        yield
+    finally:
+        connection.execute("ROLLBACK")
+        connection.close()
+
+
+def hang_one_write(pool: ThreadPoolExecutor, service: ServedApp, headers: dict):
+    """Send a POST that blocks on the held write lock; return its future and its worker's pid."""
+    text = f"hung-{uuid.uuid4().hex}"
+    busy_before = busy_worker_pids(service)
+    future = pool.submit(
+        timed_request,
+        "POST",
+        service.url,
+        "/api/me/thoughts/",
+        json={"text": text},
+        headers=headers,
+    )
+    busy = wait_until(lambda: busy_worker_pids(service) - busy_before, 10, "a worker busy with the write")
+    assert len(busy) == 1
+    return future, text, busy.pop()
+
+
+def sqlite_settings(tmp_path: Path, **extra) -> dict:
+    return {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", **extra}
+
+
+@pytest.mark.faults
+def test_killed_worker_is_respawned_and_only_its_request_fails(tmp_path, public_key_file, user_headers):
+    settings = sqlite_settings(tmp_path, SQLITE_BUSY_TIMEOUT_MS=60_000, UWSGI_HARAKIRI=60)
+    with (
+        served(public_key_file, processes=WORKERS, **settings) as service,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        workers_before = worker_pids(service)
+        assert len(workers_before) == WORKERS
+        load = Load(service.url, [reader, reader])
+        with sqlite_write_lock(tmp_path / "db.sqlite3"):
+            hung, hung_text, victim = hang_one_write(pool, service, user_headers)
+            with load:
+                wait_until(
+                    lambda: load.count(lambda o: o.status == 200) >= 20, 20, "reads beside the hung write"
+                )
+                in_flight_at_kill = load.in_flight + 1
+                killed_at = time.monotonic()
+                os.kill(victim, signal.SIGKILL)
+                respawned = wait_until(
+                    lambda: replaced_workers(service, workers_before),
+                    20,
+                    "the master respawning the killed worker",
+                )
+                respawned_at = time.monotonic()
+                wait_until(
+                    lambda: load.count(lambda o: o.started > respawned_at and o.status == 200) >= 20,
+                    20,
+                    "reads after the respawn",
+                )
+            killed = hung.result(REQUEST_TIMEOUT)
+        stored = stored_texts(service)
+
+    reads = load.snapshot()
+    print(
+        f"\nworker SIGKILL under load: {in_flight_at_kill} requests in flight at the kill "
+        f"(1 on the killed worker); {len(reads)} reads on the others, {sum(o.failed for o in reads)} failed; "
+        f"the killed worker's request: {killed.status or killed.error} after {killed.seconds:.2f}s; "
+        f"respawned in {respawned_at - killed_at:.2f}s"
+    )
+    assert killed.failed
+    assert killed.status is None or killed.status >= 500
+    assert summary(reads) == Counter({200: len(reads)})
+    assert victim not in respawned
+    assert len(respawned & workers_before) == WORKERS - 1
+    assert hung_text not in stored, "the killed request's write was stored"
+
+
+@pytest.mark.faults
+def test_request_past_harakiri_is_ended_and_the_worker_recycled(tmp_path, public_key_file, user_headers):
+    settings = sqlite_settings(tmp_path, SQLITE_BUSY_TIMEOUT_MS=60_000, UWSGI_HARAKIRI=HARAKIRI_SECONDS)
+    with (
+        served(public_key_file, processes=WORKERS, **settings) as service,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        workers_before = worker_pids(service)
+        load = Load(service.url, [reader, reader])
+        with sqlite_write_lock(tmp_path / "db.sqlite3"):
+            hung, hung_text, victim = hang_one_write(pool, service, user_headers)
+            with load:
+                ended = hung.result(HARAKIRI_SECONDS + REQUEST_TIMEOUT)
+                recycled = wait_until(
+                    lambda: replaced_workers(service, workers_before),
+                    20,
+                    "the master replacing the worker harakiri killed",
+                )
+                after = time.monotonic()
+                wait_until(
+                    lambda: load.count(lambda o: o.started > after and o.status == 200) >= 20,
+                    20,
+                    "reads after",
+                )
+        stored = stored_texts(service)
+        log = service.output
+
+    reads = load.snapshot()
+    print(
+        f"\nharakiri ({HARAKIRI_SECONDS}s): the hung request ended with {ended.status or ended.error} "
+        f"after {ended.seconds:.2f}s; {len(reads)} reads on the other workers meanwhile, "
+        f"{sum(o.failed for o in reads)} failed"
+    )
+    assert ended.failed
+    assert HARAKIRI_SECONDS - 0.5 <= ended.seconds <= HARAKIRI_SECONDS + 3
+    assert "HARAKIRI" in log
+    assert victim not in recycled
+    assert summary(reads) == Counter({200: len(reads)})
+    assert hung_text not in stored
+
+
+# --- (d) the SQLite file is not writable, or the disk is full ---------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(directory: Path, size: str, read_only: bool = False):
+    """A small filesystem of its own: real ENOSPC when full, real EROFS when read-only."""
+    if os.geteuid() != 0:
+        reason = "mounting a tmpfs needs root"
+        if postgresql_required():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    directory.mkdir(exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "--lazy", str(directory)], check=False)
+
+
+@contextlib.contextmanager
+def read_only_view(directory: Path, view: Path):
+    """`directory` again at `view`, read-only: as a volume mounted :ro."""
+    view.mkdir()
+    subprocess.run(["mount", "--bind", str(directory), str(view)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], check=False)
+
+
+def refused_start(public_key_file, database_path: Path) -> str:
+    service = served(public_key_file, DATABASE_URL=f"sqlite:///{database_path}")
+    with pytest.raises(RuntimeError) as failed:
+        service.start()
+    service.close()
+    return str(failed.value)
+
+
+@pytest.mark.faults
+def test_read_only_database_directory_fails_at_start_up_with_a_clear_message(tmp_path, public_key_file):
+    with tmpfs(tmp_path / "data", "1m", read_only=True) as data:
+        message = refused_start(public_key_file, data / "db.sqlite3")
+    assert "init_db: cannot use the database" in message
+    assert str(data / "db.sqlite3") in message
+
+
+@pytest.mark.faults
+def test_existing_database_on_a_read_only_mount_refuses_writes_with_503(
+    tmp_path, public_key_file, user_headers
+):
+    """Left as a stopped service leaves it (WAL and shared-memory files beside it), then mounted
+    read-only: SQLite opens it for reading, so the service starts; every write must fail."""
+    with tmpfs(tmp_path / "data", "4m") as data:
+        with served(public_key_file, DATABASE_URL=f"sqlite:///{data / 'db.sqlite3'}") as service:
+            url = f"{service.url}/api/me/thoughts/"
+            assert (
+                requests.post(url, json={"text": "stored"}, headers=user_headers, timeout=10).status_code
+                == 201
+            )
+        with (
+            read_only_view(data, tmp_path / "read-only") as view,
+            served(public_key_file, DATABASE_URL=f"sqlite:///{view / 'db.sqlite3'}") as service,
+        ):
+            url = f"{service.url}/api/me/thoughts/"
+            refused = [
+                requests.post(url, json={"text": f"read-only-{n}"}, headers=user_headers, timeout=10)
+                for n in range(5)
+            ]
+            reads = requests.get(f"{service.url}/api/thoughts/", timeout=10)
+        with sqlite3.connect(data / "db.sqlite3") as check:
+            on_disk = [row[0] for row in check.execute("SELECT text FROM thought")]
+
+    print(
+        f"\nread-only mount: {len(refused)} writes, answers {dict(Counter(r.status_code for r in refused))}"
+    )
+    assert [r.status_code for r in refused] == [503] * len(refused)
+    assert all(r.headers["Retry-After"] == "1" and r.json()["message"] for r in refused)
+    assert reads.status_code == 200
+    assert [thought["text"] for thought in reads.json()] == ["stored"]
+    assert on_disk == ["stored"]
+
+
+@pytest.mark.faults
+def test_full_disk_is_503_never_a_silent_success_and_recovers(tmp_path, public_key_file, user_headers):
+    with tmpfs(tmp_path / "data", "2m") as data:
+        database_path = data / "db.sqlite3"
+        with served(public_key_file, DATABASE_URL=f"sqlite:///{database_path}") as service:
+            url = f"{service.url}/api/me/thoughts/"
+            assert (
+                requests.post(url, json={"text": "warm-up"}, headers=user_headers, timeout=10).status_code
+                == 201
+            )
+            # Leave a few pages free, then write until the disk refuses.
+            free = os.statvfs(data).f_bavail * os.statvfs(data).f_frsize
+            (data / "filler").write_bytes(b"\0" * max(free - 64 * 1024, 0))
+            answers = []
+            for n in range(400):
+                response = requests.post(
+                    url, json={"text": f"full-{n:04d}-" + "x" * 200}, headers=user_headers, timeout=10
+                )
+                answers.append((f"full-{n:04d}-" + "x" * 200, response))
+                if response.status_code == 503 and sum(r.status_code == 503 for _, r in answers) >= 5:
+                    break
+            reads = requests.get(f"{service.url}/api/thoughts/?limit=1", timeout=10)
+            (data / "filler").unlink()
+            after = requests.post(url, json={"text": "after-space-freed"}, headers=user_headers, timeout=10)
+        acknowledged = {text for text, response in answers if response.status_code == 201}
+        refused = {text for text, response in answers if response.status_code != 201}
+        with sqlite3.connect(f"file:{database_path}?mode=ro", uri=True) as check:
+            on_disk = {row[0] for row in check.execute("SELECT text FROM thought")}
+            integrity = check.execute("PRAGMA integrity_check").fetchone()[0]
+
+    statuses = Counter(response.status_code for _, response in answers)
+    print(
+        f"\nfull disk: {len(answers)} writes, {len(acknowledged)} acknowledged then {dict(statuses)}; "
+        f"acknowledged found on disk: {len(acknowledged & on_disk)}/{len(acknowledged)}; "
+        f"refused found: {len(refused & on_disk)}"
+    )
+    assert statuses[503] >= 5, statuses
+    assert set(statuses) <= {201, 503}, statuses
+    first_refusal = next(i for i, (_, response) in enumerate(answers) if response.status_code == 503)
+    assert all(response.status_code == 503 for _, response in answers[first_refusal:])
+    for _, response in answers[first_refusal:]:
+        assert response.headers["Retry-After"] == "1"
+        assert response.json()["message"]
+    assert acknowledged <= on_disk
+    assert not refused & on_disk
+    assert integrity == "ok"
+    assert reads.status_code == 200
+    assert after.status_code == 201
+    assert "after-space-freed" in on_disk
