@@ -1,6 +1,6 @@
 """The service as production runs it: start_server.sh with the real uwsgi.ini, on loopback.
 
-    from tests.uwsgi_process import ServedApp
+    from .uwsgi_process import ServedApp  # in a test module of tests/
 
     with ServedApp({"DATABASE_ENGINE": "SQLITE", "SQLITE_PATH": db, "PUBLIC_KEY_FILE": pem}) as app:
         status, body = app.get("/api/thoughts/")
@@ -8,11 +8,13 @@
         assert app.wait(timeout=10) == 0
         print(app.output)
 
-`ServedApp` starts the script on a free port with its own run directory, and returns once
-GET /healthz answers 200: it polls that, never sleeps a fixed time. Leaving the `with`
-block stops whatever is still running (SIGTERM, then SIGKILL) and removes the files it
-made. The script and uWSGI come from docker/app/ in a checkout, /opt/uwsgi/ in the image.
-If uWSGI is missing, starting fails: a test that needs it fails, it never skips.
+`ServedApp` starts the script on a free port, with a run directory of its own, and
+returns once GET /healthz answers 200: it polls for that, never sleeps a fixed time. The
+environment is ours plus PORT, UWSGI_RUN_DIR, UWSGI_PROCESSES and CODE_DIR, then the
+caller's `env`, which wins (UWSGI_HARAKIRI=3, UWSGI_INI=variant.ini). Leaving the `with`
+block stops whatever still runs (SIGTERM, then SIGKILL) and removes the files made for it.
+start_server.sh and uwsgi.ini come from docker/app/ in a checkout, /opt/uwsgi/ in the
+image. Without uWSGI, start() raises: a test that needs it fails, it never skips.
 """
 
 import contextlib
@@ -47,6 +49,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def parent_of(pid: int) -> int:
+    """The parent's pid, from /proc; OSError if `pid` is gone."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name, in parentheses, may hold spaces: the fields follow the last ')'.
+    return int(stat.rpartition(")")[2].split()[1])
+
+
 def process_tree(root: int) -> set[int]:
     """`root` and all its descendants alive now, from /proc."""
     children: dict[int, list[int]] = {}
@@ -54,11 +63,9 @@ def process_tree(root: int) -> set[int]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            parent = parent_of(int(entry.name))
         except OSError:  # exited while we looked
             continue
-        # The command name, in parentheses, may hold spaces: the fields follow the last ')'.
-        parent = int(stat.rpartition(")")[2].split()[1])
         children.setdefault(parent, []).append(int(entry.name))
     tree, todo = set(), [root]
     while todo:
@@ -192,7 +199,7 @@ class ServedApp:
         return process_tree(self.master_pid)
 
     def worker_pids(self) -> dict[int, int]:
-        """Worker id -> pid, from uWSGI's stats socket."""
+        """Worker id -> pid, from uWSGI's stats socket; 0 while that worker is being respawned."""
         with socket.socket(socket.AF_UNIX) as stats:
             stats.settimeout(5)
             stats.connect(str(self.run_dir / "stats.sock"))

@@ -35,6 +35,13 @@ export RUN_DIR CODE_DIR="$PWD" PORT="${PORT:-8000}"
 unset UWSGI_INI UWSGI_RUN_DIR
 fifo=$RUN_DIR/master.fifo
 stop_timeout=${STOP_TIMEOUT:-8}
+for number in "$PORT" "$stop_timeout"; do
+    case $number in '' | *[!0-9]*)
+        echo "start_server: PORT and STOP_TIMEOUT must be whole numbers, not '$number'" >&2
+        exit 2
+        ;;
+    esac
+done
 
 # 1. No key given: make a pair in ./keys (an existing pair is kept) and use its public half.
 if [ -z "${PUBLIC_KEY:-}" ] && [ -z "${PUBLIC_KEY_FILE:-}" ]; then
@@ -52,13 +59,6 @@ export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$RUN_DIR/metrics}"
 mkdir -p "$RUN_DIR" "$PROMETHEUS_MULTIPROC_DIR"
 for kind in counter gauge histogram summary; do rm -f "$PROMETHEUS_MULTIPROC_DIR/$kind"_*.db; done
 
-# 4. uWSGI, in a session of its own, so that a Ctrl+C in a terminal (SIGINT to the whole
-# foreground process group) reaches this script only: the master takes SIGINT for "kill
-# the workers now".
-rm -f "$fifo"
-setsid uwsgi --ini "$ini" 2>&1 &
-uwsgi_pid=$!
-
 # The TCP connections to PORT that are open: established (01), being set up (03), or
 # closed by the client but not yet by us (08), from the kernel's tables. Each is named by
 # its socket's inode once a process holds it, by its addresses until then (the addresses
@@ -74,24 +74,26 @@ open_connections() {
             addresses = $2 "-" $3; inode = "inode:" $10
             if (among == "" || inode in wanted || addresses in wanted)
                 print ($10 == 0 ? addresses : inode)
-        }' $tables
+        }' $tables || true
 }
 
+# stop() and force() run while uWSGI does: none of their commands may end this script
+# (set -e), which would leave uWSGI running on its own.
 stop() {
     started=$(date +%s)
-    echo "start_server: SIG$signal: answering the requests already received, then stopping uWSGI" >&2
+    echo "start_server: SIG$signal: answering the requests already received, then stopping uWSGI" >&2 || true
     (sleep "$stop_timeout" >/dev/null 2>&1 && kill -ALRM $$) &
     watchdog=$!
     # 5a. Drain, for at most half the time allowed.
     pending=$(open_connections)
     while [ -n "$pending" ] && [ "$signals" -eq 1 ] &&
         [ $(($(date +%s) - started)) -lt $((stop_timeout / 2)) ]; do
-        sleep 0.1
+        sleep 0.1 2>/dev/null || sleep 1 # a sleep without fractions
         pending=$(open_connections "$pending")
     done
     # 5b. Each worker finishes its current request and exits; then the master. Opened
     # read-write, the FIFO cannot block this script, even if uWSGI has just exited.
-    if [ "$signals" -eq 1 ] && [ -p "$fifo" ]; then echo q 1<>"$fifo"; else force; fi
+    if [ "$signals" -eq 1 ] && [ -p "$fifo" ]; then echo q 1<>"$fifo" || force; else force; fi
 }
 
 # Stop uWSGI now. The master kills its workers on SIGINT, unless a `q` is under way: then
@@ -99,13 +101,19 @@ stop() {
 # (and the HTTP router); the master then exits, cleaning up after itself.
 force() {
     forced=yes
-    echo "start_server: SIG$signal: stopping uWSGI now, cutting the requests in progress" >&2
+    echo "start_server: SIG$signal: stopping uWSGI now, cutting the requests in progress" >&2 || true
     kill -INT "$uwsgi_pid" 2>/dev/null || true
-    for child in $(cat /proc/[0-9]*/stat 2>/dev/null |
-        awk -v parent="$uwsgi_pid" '{ pid = $1; sub(/.*\) /, ""); if ($2 == parent) print pid }'); do
-        kill -KILL "$child" 2>/dev/null || true
-    done
+    cat /proc/[0-9]*/stat 2>/dev/null |
+        awk -v parent="$uwsgi_pid" '{ pid = $1; sub(/.*\) /, ""); if ($2 == parent) print pid }' |
+        while read -r child; do kill -KILL "$child" 2>/dev/null || true; done
 }
+
+# 4. uWSGI, in a session of its own, so that a Ctrl+C in a terminal (SIGINT to the whole
+# foreground process group) reaches this script only: the master takes SIGINT for "kill
+# the workers now".
+rm -f "$fifo"
+setsid uwsgi --ini "$ini" 2>&1 &
+uwsgi_pid=$!
 
 # 5. Wait for uWSGI to exit. A signal makes `wait` return early: then stop uWSGI (first
 # signal), or stop it at once (any later one, or the deadline), and wait again.
