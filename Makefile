@@ -13,7 +13,7 @@ $(VENV)/.installed: ThoughtsBackend/requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-.PHONY: install run test lint token test-scaleout test-container validate-kubernetes
+.PHONY: install run test lint token test-faults test-scaleout test-container validate-kubernetes
 install: $(VENV)/.installed
 
 # The container's own start_server.sh and uwsgi.ini, with host paths: one run path.
@@ -32,6 +32,12 @@ test: lint
 # Three uWSGI instances behind nginx, restarted one by one under load (about 2 minutes; needs nginx).
 test-scaleout: install
 	cd $(CODE) && $(VENV)/bin/python -m pytest -m scaleout
+
+# Outages, killed workers, harakiri, full disk, SIGTERM durability and API fuzzing against
+# the real server under uWSGI (about 7 minutes; needs root for tmpfs mounts and
+# PostgreSQL's server binaries for a private instance).
+test-faults: install
+	cd $(CODE) && $(VENV)/bin/python -m pytest -m faults
 
 # Builds the glibc image on a debootstrap base, runs it, stops it under load (needs root and
 # docker.io, debootstrap; it starts dockerd itself when none runs).
