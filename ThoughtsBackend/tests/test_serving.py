@@ -1,0 +1,69 @@
+"""The service under real uWSGI (start_server.sh, uwsgi.ini): concurrent writers, HTTP details."""
+
+import http.client
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .uwsgi_process import ServedApp
+
+WRITERS = 16
+WRITES_EACH = 20
+
+
+@pytest.fixture
+def served_sqlite(tmp_path, public_key_file, make_token):
+    env = {
+        "DATABASE_ENGINE": "SQLITE",
+        "SQLITE_PATH": str(tmp_path / "served.sqlite3"),
+        "PUBLIC_KEY_FILE": str(public_key_file),
+    }
+    with ServedApp(env, processes=4) as served:
+        yield served
+
+
+def post(port: int, token: str, text: str) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(
+            "POST",
+            "/api/me/thoughts/",
+            body=json.dumps({"text": text}),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_sqlite_takes_concurrent_writes_from_several_workers(served_sqlite, make_token):
+    """16 clients writing at once through 4 worker processes: no 'database is locked'."""
+    token = make_token("writer")
+
+    def write_many(writer: int) -> list[tuple[int, dict]]:
+        return [post(served_sqlite.port, token, f"writer {writer} note {n}") for n in range(WRITES_EACH)]
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        answers = [answer for batch in pool.map(write_many, range(WRITERS)) for answer in batch]
+
+    statuses = [status for status, _ in answers]
+    assert statuses.count(201) == WRITERS * WRITES_EACH, [a for a in answers if a[0] != 201][:3]
+    status, body = served_sqlite.get("/api/thoughts/?limit=1000")
+    assert status == 200
+    stored = {thought["text"] for thought in json.loads(body)}
+    assert stored == {body["text"] for _, body in answers}
+    assert "database is locked" not in served_sqlite.output
+
+
+def test_responses_say_the_connection_closes(served_sqlite):
+    """uWSGI's router closes after each response: say so, so clients don't reuse the socket."""
+    connection = http.client.HTTPConnection("127.0.0.1", served_sqlite.port, timeout=10)
+    try:
+        connection.request("GET", "/api/thoughts/")
+        response = connection.getresponse()
+        response.read()
+        assert response.getheader("Connection") == "close"
+    finally:
+        connection.close()
