@@ -5,6 +5,7 @@ output has one JSON access record per request, with the id the response carried.
 """
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import subprocess
@@ -21,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.uwsgi_process import ServedApp
 
 LOG_WAIT_SECONDS = 10
+RELOAD_WAIT_SECONDS = 30
+SETTLE_REQUESTS = 100
 
 REQUESTS = 300
 CLIENT_THREADS = 8
@@ -136,19 +139,44 @@ def test_a_new_start_does_not_count_the_previous_runs_requests(tmp_path, public_
         assert scrape(served.url)[("http_requests_total", version)] == 1
 
 
+def access_records(service: ServedApp) -> list[dict]:
+    return [
+        record
+        for record in (json.loads(line) for line in service.output.splitlines() if line.startswith("{"))
+        if record["logger"] == "thoughts_backend.access"
+    ]
+
+
 def access_records_for(service: ServedApp, request_ids: set[str]) -> dict[str, list[dict]]:
     """The JSON access records of these requests in the output, once all have been written."""
     deadline = time.monotonic() + LOG_WAIT_SECONDS
     while True:
         found: dict[str, list[dict]] = {request_id: [] for request_id in request_ids}
-        for line in service.output.splitlines():
-            if line.startswith("{"):
-                record = json.loads(line)
-                if record.get("request_id") in found and record["logger"] == "thoughts_backend.access":
-                    found[record["request_id"]].append(record)
+        for record in access_records(service):
+            if record.get("request_id") in found:
+                found[record["request_id"]].append(record)
         if all(found.values()) or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
+
+
+def settle(service: ServedApp, pids: set[int]) -> None:
+    """Return once each of these workers has finished a later request, and so written out
+    whatever uWSGI logs after a response (a worker writes its lines in order, one request
+    after another)."""
+    waiting = set(pids)
+    for attempt in range(SETTLE_REQUESTS):
+        request_id = f"settle-{uuid.uuid4().hex}-{attempt}"
+        assert get(f"{service.url}/version", {"X-Request-ID": request_id})[0] == 200
+        (record,) = access_records_for(service, {request_id})[request_id]
+        waiting.discard(record["pid"])
+        if not waiting:
+            return
+    raise AssertionError(f"workers {waiting} served none of {SETTLE_REQUESTS} requests")
+
+
+def plain_lines(service: ServedApp) -> str:
+    return "\n".join(line for line in service.output.splitlines() if not line.startswith("{"))
 
 
 def test_each_request_is_one_json_access_record_in_the_output(service):
@@ -166,9 +194,10 @@ def test_each_request_is_one_json_access_record_in_the_output(service):
         assert (record["method"], record["path"], record["status"]) == ("GET", path.split("?")[0], 200)
         assert record["level"] == "INFO"
         assert record["duration_ms"] > 0
+    settle(service, {record["pid"] for records in found.values() for record in records})
     # Only the app's JSON records speak of these requests: uWSGI's own request line is off
     # (disable-logging), and no query string reaches the log.
-    assert marker not in "\n".join(line for line in service.output.splitlines() if not line.startswith("{"))
+    assert marker not in plain_lines(service)
     assert all(marker not in record["path"] for records in found.values() for record in records)
 
 
@@ -183,4 +212,37 @@ def test_an_error_response_is_logged_once_as_json(service):
     assert status == 404
     (record,) = access_records_for(service, {request_id})[request_id]
     assert record["status"] == 404
-    assert marker not in "\n".join(line for line in service.output.splitlines() if not line.startswith("{"))
+    settle(service, {record["pid"]})
+    assert marker not in plain_lines(service)
+
+
+def wait_for_new_workers(service: ServedApp, old: set[int]) -> set[int]:
+    deadline = time.monotonic() + RELOAD_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            current = set(service.worker_pids().values())
+            if len(current) == 2 and not current & old and 0 not in current:
+                return current
+        time.sleep(0.1)
+    raise AssertionError(f"the workers {old} were not all replaced within {RELOAD_WAIT_SECONDS}s")
+
+
+def test_replaced_workers_leave_their_counts_but_not_their_files(service, metrics_directory):
+    """uWSGI recycles workers (max-requests, lifetime, memory): counts stay, files don't pile up."""
+    base = service.url
+    assert send_concurrently([f"{base}/version"] * 40).count(200) == 40
+    old = set(service.worker_pids().values())
+    # A chain reload replaces the workers one by one, as recycling does.
+    with open(service.fifo, "w") as fifo:
+        fifo.write("c")
+    new = wait_for_new_workers(service, old)
+
+    version = frozenset({"method": "GET", "route": "/version", "status": "200"}.items())
+    assert scrape(base)[("http_requests_total", version)] == 40
+    pids_with_files = {path.stem.rsplit("_", 1)[1] for path in metrics_directory.glob("*.db")}
+    assert not pids_with_files & {str(pid) for pid in old}, "a replaced worker's files were left behind"
+    assert "archive" in pids_with_files
+
+    assert send_concurrently([f"{base}/version"] * 10).count(200) == 10
+    assert set(service.worker_pids().values()) == new
+    assert scrape(base)[("http_requests_total", version)] == 50

@@ -4,6 +4,7 @@ The multi-worker side (several uWSGI processes, one counter) is in test_metrics_
 """
 
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -129,6 +130,7 @@ def test_each_request_writes_one_json_access_record(client, capsys):
     assert record["route"] == "/api/thoughts/"
     assert record["status"] == 200
     assert record["remote_addr"] == "127.0.0.1"
+    assert record["pid"] == os.getpid()
     assert isinstance(record["duration_ms"], float)
     assert 0 < record["duration_ms"] < 10_000
     logged_at = datetime.fromisoformat(record["timestamp"])
@@ -297,15 +299,21 @@ def test_each_app_counts_its_own_requests(app_overrides, client):
 # --- multiprocess settings ----------------------------------------------------------------
 
 
-def start_app_with(environment: dict, public_pem: str, tmp_path) -> subprocess.CompletedProcess:
-    """A fresh interpreter, so that prometheus_client sees the environment at its import."""
+def start_app_with(
+    environment: dict, public_pem: str, tmp_path, requests: tuple[str, ...] = ("/version",)
+) -> subprocess.CompletedProcess:
+    """A fresh interpreter, so that prometheus_client sees the environment at its import.
+
+    It answers `requests` through the test client, prints /metrics and exits, as a worker would.
+    """
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env |= {"PUBLIC_KEY": public_pem, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
     env |= environment
     script = (
         "from thoughts_backend import create_app\n"
         "client = create_app().test_client()\n"
-        "client.get('/version')\n"
+        f"for path in {list(requests)!r}:\n"
+        "    client.get(path)\n"
         "print(client.get('/metrics').get_data(as_text=True))\n"
     )
     return subprocess.run(
@@ -313,13 +321,51 @@ def start_app_with(environment: dict, public_pem: str, tmp_path) -> subprocess.C
     )
 
 
-def test_multiprocess_mode_writes_to_the_directory(tmp_path, public_pem):
+def parse_metrics(text: str) -> dict:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_multiprocess_mode_counts_in_the_directory(tmp_path, public_pem):
     directory = tmp_path / "metrics"
     directory.mkdir()
     result = start_app_with({"PROMETHEUS_MULTIPROC_DIR": str(directory)}, public_pem, tmp_path)
     assert result.returncode == 0, result.stderr
     assert 'http_requests_total{method="GET",route="/version",status="200"} 1.0' in result.stdout
-    assert sorted(p.name.split("_")[0] for p in directory.iterdir()) == ["counter", "histogram"]
+
+
+def test_an_exiting_process_folds_its_counts_into_the_archive(tmp_path, public_pem):
+    """Two "workers" live and exit one after the other; a third still sees every count, exactly."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    environment = {"PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    for requests in (("/version",) * 3, ("/version", "/version", "/nowhere")):
+        result = start_app_with(environment, public_pem, tmp_path, requests)
+        assert result.returncode == 0, result.stderr
+        # Only the archive is left: no file per dead process for every scrape to read.
+        assert sorted(p.name for p in directory.glob("*.db")) == [
+            "counter_archive.db",
+            "histogram_archive.db",
+        ]
+
+    samples = parse_metrics(start_app_with(environment, public_pem, tmp_path, ()).stdout)
+    version = frozenset({"method": "GET", "route": "/version", "status": "200"}.items())
+    unmatched = frozenset({"method": "GET", "route": "<unmatched>", "status": "404"}.items())
+    assert samples[("http_requests_total", version)] == 5
+    assert samples[("http_requests_total", unmatched)] == 1
+    # Buckets are archived as stored: added up again at each scrape, they still end at the count.
+    assert samples[("http_request_duration_seconds_count", version)] == 5
+    buckets = sorted(
+        (float(dict(labels)["le"]), value)
+        for (name, labels), value in samples.items()
+        if name == "http_request_duration_seconds_bucket" and labels - {("le", dict(labels)["le"])} == version
+    )
+    assert buckets[-1] == (float("inf"), 5)
+    assert all(lower[1] <= upper[1] for lower, upper in itertools.pairwise(buckets))
+    assert 0 < samples[("http_request_duration_seconds_sum", version)] < 30
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,17 @@ mode, switched on by PROMETHEUS_MULTIPROC_DIR (an empty directory, set before th
 starts), has each worker write its values to files there, and /metrics adds them up, so
 whichever worker answers the scrape reports the whole service. Without the variable
 (tests, `flask run`) the values live in the process.
+
+uWSGI replaces workers (max-requests, max-worker-lifetime, reload-on-rss), and each new
+worker writes new files. A scrape reads every file, so they must not pile up: measured
+here, the files of 100 replaced workers made a scrape take over a second. A worker that
+exits therefore folds its counts into one archive file per metric type.
 """
 
+import atexit
+import contextlib
+import fcntl
+import functools
 import json
 import logging
 import os
@@ -25,6 +34,7 @@ from flask import Flask, Response, g, has_request_context, request
 from flask.logging import default_handler
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .config import ConfigError
@@ -62,6 +72,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            # Which worker: uWSGI names workers by pid in its own messages (respawn, harakiri).
+            "pid": record.process,
         }
         if has_request_context() and "request_id" in g:
             entry["request_id"] = g.request_id
@@ -140,12 +152,88 @@ class RequestMetrics:
 
     def exposition(self, accept_header: str | None) -> tuple[bytes, str]:
         """The metrics in the format the scraper asked for, and its content type."""
-        registry = self.registry
-        if self.multiprocess_directory:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self.multiprocess_directory)
         encode, content_type = choose_encoder(accept_header)
-        return encode(registry), content_type
+        if not self.multiprocess_directory:
+            return encode(self.registry), content_type
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_directory)
+        # Shared: scrapes run side by side, never while an exiting worker archives its files.
+        with directory_lock(self.multiprocess_directory, fcntl.LOCK_SH):
+            return encode(registry), content_type
+
+
+# The metric types this module writes; their files are the ones archived.
+ARCHIVED_TYPES = ("counter", "histogram")
+ARCHIVE_NAME = "archive"
+LOCK_FILE_NAME = "archive.lock"
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str, operation: int):
+    with open(os.path.join(directory, LOCK_FILE_NAME), "a") as lock:
+        fcntl.flock(lock, operation)
+        yield
+
+
+def at_process_exit(function) -> None:
+    """Run `function` when this process ends normally.
+
+    Under uWSGI, uwsgi.atexit: with skip-atexit-teardown (uwsgi.ini sets it) a worker skips
+    Python's atexit functions, but uWSGI calls uwsgi.atexit at every graceful exit.
+    """
+    try:
+        import uwsgi  # exists only inside uWSGI
+    except ImportError:
+        atexit.register(function)
+        return
+    previous = getattr(uwsgi, "atexit", None)
+
+    def run_all():
+        try:
+            function()
+        finally:
+            if previous is not None:
+                previous()
+
+    uwsgi.atexit = run_all
+
+
+def archive_process_files(directory: str, pid: int | None = None) -> None:
+    """Fold a process's counts into <type>_archive.db, and remove its own files.
+
+    Runs at a worker's exit, when uWSGI recycles or stops it gracefully; a worker killed
+    outright, or busy at its exit, leaves its files, which are still counted. The exclusive
+    lock keeps scrapes out, so that no scrape sees a count twice or not at all.
+    """
+    pid = pid or os.getpid()
+    with directory_lock(directory, fcntl.LOCK_EX):
+        for metric_type in ARCHIVED_TYPES:
+            own = os.path.join(directory, f"{metric_type}_{pid}.db")
+            if not os.path.exists(own):
+                continue
+            archive = os.path.join(directory, f"{metric_type}_{ARCHIVE_NAME}.db")
+            sources = [own, archive] if os.path.exists(archive) else [own]
+            # Not a *.db name: scrapes ignore it until it replaces the archive.
+            staging = f"{archive}.new"
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(staging)
+            merged = MmapedDict(staging)
+            try:
+                # accumulate=False: histogram buckets stay as stored, not cumulative.
+                for metric in MultiProcessCollector.merge(sources, accumulate=False):
+                    for sample in metric.samples:
+                        key = mmap_key(
+                            metric.name,
+                            sample.name,
+                            list(sample.labels),
+                            list(sample.labels.values()),
+                            metric.documentation,
+                        )
+                        merged.write_value(key, sample.value, 0.0)
+            finally:
+                merged.close()
+            os.replace(staging, archive)
+            os.remove(own)
 
 
 def multiprocess_directory() -> str | None:
@@ -186,6 +274,9 @@ def init_observability(app: Flask) -> None:
     """JSON logs, request ids, the access log and /metrics for `app`. Call it first in the factory."""
     configure_logging(app)
     metrics = RequestMetrics()
+    if metrics.multiprocess_directory:
+        # Registered in the master; each forked worker inherits it and runs it with its own pid.
+        at_process_exit(functools.partial(archive_process_files, metrics.multiprocess_directory))
     access_logger = logging.getLogger(ACCESS_LOGGER)
 
     @app.before_request
