@@ -13,7 +13,7 @@ $(VENV)/.installed: ThoughtsBackend/requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-.PHONY: install run test lint token test-faults test-scaleout test-container validate-kubernetes
+.PHONY: install run test lint token test-faults test-browser test-scaleout test-container validate-kubernetes
 install: $(VENV)/.installed
 
 # The container's own start_server.sh and uwsgi.ini, with host paths: one run path.
@@ -38,6 +38,12 @@ test-scaleout: install
 # PostgreSQL's server binaries for a private instance).
 test-faults: install
 	cd $(CODE) && $(VENV)/bin/python -m pytest -m faults
+
+# Swagger UI in Debian's Chromium, driven by Playwright (playwright-core from npm, the
+# lockfile's version; never a downloaded browser). Needs `apt-get install chromium`.
+test-browser: install
+	npm ci --prefix browser --no-audit --no-fund
+	cd $(CODE) && $(VENV)/bin/python -m pytest -m browser
 
 # Builds the glibc image on a debootstrap base, runs it, stops it under load (needs root and
 # docker.io, debootstrap; it starts dockerd itself when none runs).
