@@ -1,0 +1,63 @@
+"""The benchmark's seeded data has the shape its scenarios and targets rely on (benchmarks/seed.py)."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from thoughts_backend import create_app
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+if not BENCHMARKS.is_dir():
+    # The image holds ThoughtsBackend/ only; a checkout (and CI) always has benchmarks/.
+    message = f"{BENCHMARKS} is not here: these tests need the repository's benchmarks/"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+sys.path.insert(0, str(BENCHMARKS))
+import seed  # noqa: E402
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def seeded(request, tmp_path):
+    """(database URL, rows) for a seeded database of each kind; dropped afterwards."""
+    rows = 1000
+    if request.param == "sqlite":
+        yield seed.seed_sqlite(tmp_path / "bench.sqlite3", rows), rows
+        return
+    database = seed.PostgresqlDatabase(request.getfixturevalue("postgresql_server_url"))
+    try:
+        yield database.create(rows), rows
+    finally:
+        database.drop()
+
+
+def test_seeded_rows_serve_every_scenario_the_same_at_any_size(seeded, public_pem, make_token):
+    url, rows = seeded
+    client = create_app({"DATABASE_URL": url, "PUBLIC_KEY": public_pem}).test_client()
+    everything = client.get("/api/thoughts/?limit=200")
+    assert everything.headers["X-Total-Count"] == str(rows)
+    assert len(everything.json) == 200
+    search = client.get(f"/api/thoughts/?search={seed.SEARCH_WORD}")
+    assert search.headers["X-Total-Count"] == str(seed.SEARCH_MATCHES) == "20"
+    mine = client.get("/api/me/thoughts/", headers={"Authorization": f"Bearer {make_token(seed.BENCH_USER)}"})
+    assert mine.headers["X-Total-Count"] == str(seed.USER_ROWS)
+    assert client.get("/api/thoughts/42/").json["username"] == seed.BENCH_USER
+    # The seeded timestamps read back like the service's own: ISO 8601 in UTC.
+    assert everything.json[0]["timestamp"] == "2024-01-01T00:00:01+00:00"
+
+
+@pytest.mark.postgresql
+def test_seeded_postgresql_database_is_dropped(postgresql_server_url):
+    database = seed.PostgresqlDatabase(postgresql_server_url)
+    database.create(10)
+    database.drop()
+    engine = sa.create_engine(sa.make_url(postgresql_server_url))
+    with engine.connect() as connection:
+        found = connection.scalar(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": database.name}
+        )
+    engine.dispose()
+    assert found is None
