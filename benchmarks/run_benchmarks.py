@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/run_benchmarks.py [--duration 10] [--no-postgresql]
 
 Each group of runs starts the service (docker/app/start_server.sh) and the ceiling (a bare
-WSGI app, benchmarks/ceiling_app.py, under the same uwsgi.ini) on loopback ports, loads each
-scenario with wrk at 32 connections, and reports requests/s as a share of the ceiling's,
-measured in the same group (the ceiling runs before and after; their mean is the reference).
-Writes benchmarks/results/latest.md and latest.json. See benchmarks/README.md.
+WSGI app, benchmarks/ceiling/wsgi.py, under the same script and uwsgi.ini) on loopback
+ports, loads each scenario with wrk at 32 connections, and reports requests/s as a share of
+the ceiling's, measured in the same group (the ceiling runs before and after; their mean is
+the reference). Writes benchmarks/results/latest.md and latest.json; about 12 minutes.
+See benchmarks/README.md.
 """
 
 import argparse
