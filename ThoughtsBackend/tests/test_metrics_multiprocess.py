@@ -201,10 +201,6 @@ def test_each_request_is_one_json_access_record_in_the_output(service):
     assert all(marker not in record["path"] for records in found.values() for record in records)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uwsgi.ini's log-4xx/log-5xx repeat error responses as plain text: remove them, then this marker",
-)
 def test_an_error_response_is_logged_once_as_json(service):
     marker = uuid.uuid4().hex
     request_id = f"missing-{marker}"

@@ -27,7 +27,7 @@ def test_bearer_scheme_declared_on_token_routes(client):
         "type": "apiKey",
         "in": "header",
         "name": "Authorization",
-        "description": "An RS256 token, written as: Bearer <token>",
+        "description": "An RS256 token, written as: `Bearer <token>`",
     }
     paths = spec["paths"]
     for path, method in [

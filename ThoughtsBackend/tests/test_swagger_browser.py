@@ -111,6 +111,8 @@ def test_swagger_ui_lists_the_operations_authorizes_and_writes_a_thought(browser
     assert seen["title"].startswith("ThoughtsBackend API")
     assert set(seen["operations"]) == EXPECTED_OPERATIONS
     assert seen["authorized"] is True
+    # The Authorize dialog tells the user what to type (angle brackets once vanished as HTML).
+    assert "Bearer <token>" in seen["authorizationHelp"]
     assert seen["responseStatus"] == 201
     assert seen["responseBody"]["text"] == text
     assert seen["responseBody"]["username"] == username

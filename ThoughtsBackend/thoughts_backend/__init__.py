@@ -43,7 +43,7 @@ def create_app(overrides: Mapping | None = None) -> Flask:
         app,
         version="1.0",
         title="ThoughtsBackend API",
-        description="A micro-blog of thoughts. Token routes take 'Authorization: Bearer <RS256 JWT>'.",
+        description="A micro-blog of thoughts. Token routes take `Authorization: Bearer <RS256 JWT>`.",
         doc="/",
         authorizations=SWAGGER_AUTHORIZATIONS,
     )

@@ -11,7 +11,7 @@ SWAGGER_AUTHORIZATIONS = {
         "type": "apiKey",
         "in": "header",
         "name": "Authorization",
-        "description": "An RS256 token, written as: Bearer <token>",
+        "description": "An RS256 token, written as: `Bearer <token>`",
     }
 }
 
