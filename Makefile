@@ -13,7 +13,7 @@ $(VENV)/.installed: ThoughtsBackend/requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-.PHONY: install run test lint token test-faults test-browser test-scaleout test-container validate-kubernetes
+.PHONY: install run test lint token bench test-faults test-browser test-scaleout test-container validate-kubernetes
 install: $(VENV)/.installed
 
 # The container's own start_server.sh and uwsgi.ini, with host paths: one run path.
@@ -58,3 +58,8 @@ validate-kubernetes: install
 USERNAME ?= alice
 token: install
 	@cd $(CODE) && $(VENV)/bin/python -m thoughts_backend create-token "$(USERNAME)" $(if $(ADMIN),--admin)
+
+# The benchmark of benchmarks/README.md: about 12 minutes; PostgreSQL runs when
+# 127.0.0.1:5432 answers. Never part of `make test`. BENCH_ARGS="--duration 3" for a quick look.
+bench: install
+	$(VENV)/bin/python benchmarks/run_benchmarks.py $(BENCH_ARGS)

@@ -156,10 +156,12 @@ def public_key_fingerprint(key: rsa.RSAPublicKey) -> str:
 def flask_config(settings: Mapping) -> dict:
     """Turn checked settings into the Flask configuration the app runs with."""
     url = database_url(settings)
-    engine_options: dict = {"pool_pre_ping": True}
+    engine_options: dict = {}
     if url.get_backend_name() == "postgresql":
-        # Fail fast when PostgreSQL is unreachable instead of hanging a worker.
-        engine_options["connect_args"] = {"connect_timeout": 3}
+        # A pooled connection that PostgreSQL dropped (restart, failover) is replaced before
+        # use; and an unreachable server fails fast instead of hanging a worker. A SQLite
+        # file cannot drop a connection: there the ping would only cost a statement a request.
+        engine_options = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 3}}
     return {
         "SQLALCHEMY_DATABASE_URI": url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
