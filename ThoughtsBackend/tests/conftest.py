@@ -1,5 +1,6 @@
 """Fixtures: an app per test on SQLite and on the real PostgreSQL, keys, tokens."""
 
+import contextlib
 import importlib.util
 import os
 import uuid
@@ -107,16 +108,25 @@ def app_overrides(database_url, public_pem) -> dict:
     return {"DATABASE_URL": database_url, "PUBLIC_KEY": public_pem}
 
 
-@pytest.fixture
-def app(app_overrides):
-    app = create_app(app_overrides)
-    app.config["TESTING"] = True
+@contextlib.contextmanager
+def app_with_schema(overrides: dict):
+    """An app with its tables created; dropped, and its connections closed, afterwards."""
+    app = create_app(overrides)
     with app.app_context():
         create_schema(db.engine)
-    yield app
-    with app.app_context():
-        db.metadata.drop_all(db.engine)
-        db.engine.dispose()
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            db.metadata.drop_all(db.engine)
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(app_overrides):
+    with app_with_schema(app_overrides) as app:
+        app.config["TESTING"] = True
+        yield app
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from thoughts_backend import create_app
 from thoughts_backend.db import create_schema, db
 from thoughts_backend.token_validation import encode_token
 
-from .conftest import POSTGRES_TEST_URL, postgresql_required
+from .conftest import POSTGRES_TEST_URL, app_with_schema, postgresql_required
 from .postgres_instance import PostgresInstance
 from .uwsgi_process import ServedApp
 
@@ -312,13 +312,8 @@ def test_postgresql_outage_is_503_within_a_second_and_recovers_by_itself(
 def postgresql_app(postgresql_server_url, public_pem):
     """An app of our own on the test PostgreSQL (not the `app` fixture: pytest-flask would
     keep one app context open around the whole test, and teardown would never run)."""
-    app = create_app({"DATABASE_URL": postgresql_server_url, "PUBLIC_KEY": public_pem})
-    with app.app_context():
-        create_schema(db.engine)
-    yield app
-    with app.app_context():
-        db.metadata.drop_all(db.engine)
-        db.engine.dispose()
+    with app_with_schema({"DATABASE_URL": postgresql_server_url, "PUBLIC_KEY": public_pem}) as app:
+        yield app
 
 
 def terminate_backend(backend_pid: int) -> None:
