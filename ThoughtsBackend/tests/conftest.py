@@ -3,6 +3,7 @@
 import contextlib
 import importlib.util
 import os
+import time
 import uuid
 
 import psycopg
@@ -43,9 +44,32 @@ def pytest_report_header(config):
 POSTGRES_TEST_URL = os.environ.get("POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 def postgresql_required() -> bool:
     """In CI a missing PostgreSQL is a failure; on a laptop its tests skip."""
-    return os.environ.get("REQUIRE_POSTGRESQL", "") == "1" or os.environ.get("CI", "") == "true"
+    return os.environ.get("REQUIRE_POSTGRESQL", "") == "1" or in_ci()
+
+
+def cannot_run(reason: str, required: bool | None = None):
+    """A test whose tool or service is missing: a failure where it must run (CI, by
+    default), a skip with the reason on a developer's machine."""
+    if in_ci() if required is None else required:
+        pytest.fail(f"{reason} (required here, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
+    """Poll `condition` until it returns a true value, and return it; fail saying `what` did not happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)  # the polling interval of a condition, not a guess at a duration
+    pytest.fail(f"{what} within {timeout} s")
 
 
 def pem_public(private_key) -> str:
@@ -81,12 +105,10 @@ def postgresql_server_url():
     try:
         admin = psycopg.connect(POSTGRES_TEST_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:
-        message = (
-            f"PostgreSQL is not reachable at {POSTGRES_TEST_URL} ({error}); start it or set POSTGRES_TEST_URL"
+        cannot_run(
+            f"PostgreSQL is not reachable at {POSTGRES_TEST_URL} ({error}); start it or set POSTGRES_TEST_URL",
+            required=postgresql_required(),
         )
-        if postgresql_required():
-            pytest.fail(message)
-        pytest.skip(message)
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         url = sa.make_url(POSTGRES_TEST_URL).set(drivername="postgresql+psycopg", database=name)

@@ -16,14 +16,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-
-from .conftest import postgresql_required
+from .conftest import cannot_run, postgresql_required
+from .uwsgi_process import free_port
 
 SERVER_USER = "postgres"
 START_TIMEOUT_SECONDS = 30
@@ -43,17 +41,8 @@ def _version_key(path: str) -> int:
     return int(version) if version.isdigit() else 0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def unavailable(reason: str):
-    """Skip on a developer's machine; fail in CI, where every test must run."""
-    if postgresql_required():
-        pytest.fail(reason)
-    pytest.skip(reason)
+    cannot_run(reason, required=postgresql_required())
 
 
 class PostgresInstance:

@@ -7,7 +7,6 @@ in CI. The image itself is built and run by test_container_image.py.
 """
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from .conftest import cannot_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_APP = REPO_ROOT / "docker" / "app"
@@ -32,15 +33,8 @@ if not COMPOSE_FILE.exists():
     pytest.skip("the container files are not here: run from a repository checkout", allow_module_level=True)
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def tool_missing(message: str):
-    """A missing tool fails the run in CI, where it must have been installed; skips elsewhere."""
-    if in_ci():
-        pytest.fail(f"{message} (CI is set, so this is a failure, not a skip)")
-    pytest.skip(message)
+# A missing tool fails the run in CI, where it must have been installed; skips elsewhere.
+tool_missing = cannot_run
 
 
 def find_tool(name: str) -> str | None:

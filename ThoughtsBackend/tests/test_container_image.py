@@ -17,7 +17,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -26,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from .conftest import cannot_run
+from .uwsgi_process import free_port
 
 pytestmark = pytest.mark.container
 
@@ -41,14 +43,7 @@ START_TIMEOUT = 90
 STOP_GRACE = 30
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def unavailable(message: str):
-    if in_ci():
-        pytest.fail(f"{message} (CI is set, so this is a failure, not a skip)")
-    pytest.skip(message)
+unavailable = cannot_run
 
 
 def docker(*arguments: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
@@ -144,12 +139,6 @@ def image(base_image):
     if result.returncode != 0:
         pytest.fail(f"docker build exited {result.returncode}:\n{(result.stdout + result.stderr)[-5000:]}")
     return IMAGE
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

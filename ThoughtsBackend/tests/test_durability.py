@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token
 
-from .test_faults import Load, served, stored_texts, wait_until
+from .conftest import wait_for
+from .test_faults import Load, served, stored_texts
 
 WRITERS = 6
 WORKERS = 4
@@ -69,7 +70,7 @@ def test_every_acknowledged_write_survives_a_sigterm_restart(database_url, publi
     with served(public_key_file, processes=WORKERS, **settings) as service:
         load = Load(service.url, writers, stop_when=never_sent)
         with load:
-            wait_until(
+            wait_for(
                 lambda: load.count(lambda o: o.status == 201) >= ACKNOWLEDGED_BEFORE_STOP,
                 60,
                 "writes before the stop",

@@ -7,6 +7,8 @@ import pytest
 from thoughts_backend import create_app
 from thoughts_backend.models import Thought
 
+from .uwsgi_process import free_port
+
 
 @pytest.mark.parametrize(
     "path", ["/nowhere", "/api/thoughts/abc/", "/api/thoughts/1.5/", "/api/thoughts/-1/"]
@@ -63,8 +65,4 @@ def test_unreachable_database_is_503_with_retry_after(public_pem, unused_tcp_por
 
 @pytest.fixture
 def unused_tcp_port():
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_port()

@@ -32,7 +32,7 @@ from thoughts_backend import create_app
 from thoughts_backend.db import create_schema, db
 from thoughts_backend.token_validation import encode_token
 
-from .conftest import POSTGRES_TEST_URL, app_with_schema, postgresql_required
+from .conftest import POSTGRES_TEST_URL, app_with_schema, cannot_run, postgresql_required, wait_for
 from .postgres_instance import PostgresInstance
 from .uwsgi_process import ServedApp
 
@@ -75,16 +75,6 @@ def replaced_workers(service: ServedApp, before: set[int]) -> set[int] | None:
     """The worker pids once one of `before` is gone and a new one serves in its place."""
     pids = worker_pids(service)
     return pids if len(pids) == len(before) and pids - before else None
-
-
-def wait_until(condition, timeout: float, message: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout}s: {message}")
 
 
 @dataclass
@@ -248,12 +238,12 @@ def test_postgresql_outage_is_503_within_a_second_and_recovers_by_itself(
         processes_before = service.uwsgi_pids()
         load = Load(service.url, [reader, reader, writer(user_headers, "pg-a"), writer(user_headers, "pg-b")])
         with load:
-            wait_until(lambda: load.count(lambda o: o.status == 201) >= 10, 20, "writes before the outage")
+            wait_for(lambda: load.count(lambda o: o.status == 201) >= 10, 20, "writes before the outage")
             in_flight_at_stop = load.in_flight
             stopped_at = time.monotonic()
             database.stop(mode=shutdown)
             stop_returned_at = time.monotonic()
-            wait_until(
+            wait_for(
                 lambda: load.count(lambda o: o.started > stop_returned_at and o.status == 503) >= 20,
                 10,
                 "503s while PostgreSQL is down",
@@ -261,7 +251,7 @@ def test_postgresql_outage_is_503_within_a_second_and_recovers_by_itself(
             readiness = requests.get(f"{service.url}/readyz", timeout=REQUEST_TIMEOUT)
             restarted_at = time.monotonic()
             database.start()
-            recovered_at = wait_until(
+            recovered_at = wait_for(
                 lambda: (
                     load.count(lambda o: o.started > restarted_at and o.status == 201) >= 10
                     and time.monotonic()
@@ -395,7 +385,7 @@ def hang_one_write(pool: ThreadPoolExecutor, service: ServedApp, headers: dict):
         json={"text": text},
         headers=headers,
     )
-    busy = wait_until(lambda: busy_worker_pids(service) - busy_before, 10, "a worker busy with the write")
+    busy = wait_for(lambda: busy_worker_pids(service) - busy_before, 10, "a worker busy with the write")
     assert len(busy) == 1
     return future, text, busy.pop()
 
@@ -417,19 +407,19 @@ def test_killed_worker_is_respawned_and_only_its_request_fails(tmp_path, public_
         with sqlite_write_lock(tmp_path / "db.sqlite3"):
             hung, hung_text, victim = hang_one_write(pool, service, user_headers)
             with load:
-                wait_until(
+                wait_for(
                     lambda: load.count(lambda o: o.status == 200) >= 20, 20, "reads beside the hung write"
                 )
                 in_flight_at_kill = load.in_flight + 1
                 killed_at = time.monotonic()
                 os.kill(victim, signal.SIGKILL)
-                respawned = wait_until(
+                respawned = wait_for(
                     lambda: replaced_workers(service, workers_before),
                     20,
                     "the master respawning the killed worker",
                 )
                 respawned_at = time.monotonic()
-                wait_until(
+                wait_for(
                     lambda: load.count(lambda o: o.started > respawned_at and o.status == 200) >= 20,
                     20,
                     "reads after the respawn",
@@ -465,13 +455,13 @@ def test_request_past_harakiri_is_ended_and_the_worker_recycled(tmp_path, public
             hung, hung_text, victim = hang_one_write(pool, service, user_headers)
             with load:
                 ended = hung.result(HARAKIRI_SECONDS + REQUEST_TIMEOUT)
-                recycled = wait_until(
+                recycled = wait_for(
                     lambda: replaced_workers(service, workers_before),
                     20,
                     "the master replacing the worker harakiri killed",
                 )
                 after = time.monotonic()
-                wait_until(
+                wait_for(
                     lambda: load.count(lambda o: o.started > after and o.status == 200) >= 20,
                     20,
                     "reads after",
@@ -500,10 +490,7 @@ def test_request_past_harakiri_is_ended_and_the_worker_recycled(tmp_path, public
 def tmpfs(directory: Path, size: str, read_only: bool = False):
     """A small filesystem of its own: real ENOSPC when full, real EROFS when read-only."""
     if os.geteuid() != 0:
-        reason = "mounting a tmpfs needs root"
-        if postgresql_required():
-            pytest.fail(reason)
-        pytest.skip(reason)
+        cannot_run("mounting a tmpfs needs root", required=postgresql_required())
     directory.mkdir(exist_ok=True)
     options = f"size={size}" + (",ro" if read_only else "")
     subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], check=True)

@@ -12,14 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from .uwsgi_process import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def shell_blocks_after(heading: str) -> list[str]:

@@ -49,7 +49,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from .conftest import POSTGRES_TEST_URL, postgresql_required
+from .conftest import POSTGRES_TEST_URL, cannot_run, postgresql_required, wait_for
 from .uwsgi_process import ServedApp, free_port
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.postgresql]
@@ -72,21 +72,7 @@ PAGE_SIZE = 1000
 
 
 def unavailable(reason: str):
-    """Skip on a developer's machine; fail in CI, where every test must run."""
-    if postgresql_required():
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
-    """Poll `condition` until it returns a true value; fail saying `what` did not happen."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)  # the polling interval of a condition, not a guess at a duration
-    pytest.fail(f"{what} within {timeout} s")
+    cannot_run(reason, required=postgresql_required())
 
 
 # --- the load balancer ---------------------------------------------------------------------

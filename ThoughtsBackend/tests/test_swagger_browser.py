@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import cannot_run
 from tests.uwsgi_process import ServedApp
 
 pytestmark = pytest.mark.browser
@@ -47,9 +48,7 @@ def require(available: bool, what: str) -> None:
     """A missing tool skips the test on a laptop; in CI it is a failure."""
     if available:
         return
-    if os.environ.get("CI", "") == "true":
-        pytest.fail(f"{what} (CI=true: the browser test must run)")
-    pytest.skip(what)
+    cannot_run(what)
 
 
 @pytest.fixture(scope="module")
