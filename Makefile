@@ -16,9 +16,10 @@ $(VENV)/.installed: ThoughtsBackend/requirements.txt requirements-dev.txt
 .PHONY: install run test lint token bench test-faults test-browser test-scaleout test-container validate-kubernetes
 install: $(VENV)/.installed
 
-# The container's own start_server.sh and uwsgi.ini, with host paths: one run path.
+# The container's own start_server.sh and uwsgi.ini, with host paths. The run directory
+# (FIFO, pidfile, sockets) is one per port, so runs on other ports don't stop each other.
 run: install
-	cd $(CODE) && PATH="$(VENV)/bin:$$PATH" UWSGI_RUN_DIR="$(CURDIR)/run" \
+	cd $(CODE) && PATH="$(VENV)/bin:$$PATH" UWSGI_RUN_DIR="$(CURDIR)/run/$(PORT)" \
 		exec sh $(CURDIR)/docker/app/start_server.sh
 
 lint: install

@@ -1,5 +1,6 @@
 """The README's commands, run as written: `make run`, `make token`, and every curl example."""
 
+import contextlib
 import json
 import os
 import re
@@ -51,13 +52,14 @@ def json_values(text: str) -> list:
     return values
 
 
-@pytest.fixture
-def make_run(tmp_path):
+@contextlib.contextmanager
+def running_make_run(directory: Path):
+    """`make run` on a free port, with its SQLite file in `directory`; Ctrl+C at the end."""
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "SQLITE_PATH": str(tmp_path / "readme.sqlite3")}
+    env = {**os.environ, "PORT": str(port), "SQLITE_PATH": str(directory / "readme.sqlite3")}
     for name in ("DATABASE_URL", "DATABASE_ENGINE", "PUBLIC_KEY", "PUBLIC_KEY_FILE"):
         env.pop(name, None)
-    log_path = tmp_path / "make-run.log"
+    log_path = directory / "make-run.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
             ["make", "-s", "run"],
@@ -76,6 +78,12 @@ def make_run(tmp_path):
             os.killpg(process.pid, signal.SIGINT)
             process.wait(timeout=30)
         print(log_path.read_text())
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    with running_make_run(tmp_path) as running:
+        yield running
 
 
 def test_make_run_serves_and_the_curl_examples_work(make_run):
@@ -109,3 +117,20 @@ def test_make_run_serves_and_the_curl_examples_work(make_run):
     assert last_line.startswith("start_server: ") and last_line.endswith("status 0"), last_line
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_two_make_runs_on_other_ports_serve_side_by_side(tmp_path):
+    """Each `make run` has its own run directory (FIFO, pidfile, sockets) under run/PORT:
+    a second one on another port neither breaks the first nor stops it when it stops."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with running_make_run(tmp_path / "first") as (first_port, _env, _process, _log):
+        with running_make_run(tmp_path / "second") as (second_port, _env, second, second_log):
+            for port in (first_port, second_port):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:
+                    assert response.status == 200
+            os.killpg(second.pid, signal.SIGINT)
+            second.wait(timeout=30)
+            assert second_log.read_text().splitlines()[-1].endswith("status 0")
+        with urllib.request.urlopen(f"http://127.0.0.1:{first_port}/readyz", timeout=10) as response:
+            assert response.status == 200
