@@ -1,7 +1,8 @@
 """The servers under test, both started by start_server.sh under the same uwsgi.ini.
 
 The service is ThoughtsBackend/; the ceiling is ceiling/ (a bare WSGI app, given as the code
-directory). Both go through tests/uwsgi_process.ServedApp, the launcher the tests use.
+directory); the floors are floor/ (minimal Flask apps, the same way). All go through
+tests/uwsgi_process.ServedApp, the launcher the tests use.
 """
 
 import os
@@ -16,6 +17,7 @@ REPO = HERE.parent
 CODE = REPO / "ThoughtsBackend"
 VENV = REPO / ".venv"
 CEILING_DIR = HERE / "ceiling"
+FLOOR_DIR = HERE / "floor"
 UWSGI_INI = REPO / "docker" / "app" / "uwsgi.ini"
 START_TIMEOUT_SECONDS = 120
 
@@ -101,3 +103,8 @@ def ceiling(processes: int) -> Server:
     A key file is named only so that start_server.sh does not make one: the app reads none.
     """
     return Server(CEILING_DIR, {"PUBLIC_KEY_FILE": os.devnull}, processes, ready_path="/")
+
+
+def floor(name: str, processes: int) -> Server:
+    """A minimal Flask app of floor/ (FLOOR=flask, flask-restx or observability), as the ceiling."""
+    return Server(FLOOR_DIR, {"PUBLIC_KEY_FILE": os.devnull, "FLOOR": name}, processes, ready_path="/floor")

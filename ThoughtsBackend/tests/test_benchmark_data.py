@@ -1,5 +1,8 @@
-"""The benchmark's seeded data has the shape its scenarios and targets rely on (benchmarks/seed.py)."""
+"""What the benchmark's figures rely on: its seeded data (benchmarks/seed.py) has the shape its
+scenarios and targets expect, and its floors (benchmarks/floor/) answer what the ceiling does."""
 
+import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -61,3 +64,32 @@ def test_seeded_postgresql_database_is_dropped(postgresql_server_url):
         )
     engine.dispose()
     assert found is None
+
+
+def load_benchmark_app(directory: str, name: str):
+    """benchmarks/<directory>/wsgi.py as a module of its own (ThoughtsBackend has a wsgi.py too)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / directory / "wsgi.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_floor_answers_the_ceilings_bytes(capsys):
+    ceiling = load_benchmark_app("ceiling", "bench_ceiling")
+    floors = load_benchmark_app("floor", "bench_floor")
+    for floor in floors.FLOORS:
+        response = floors.create_floor(floor).test_client().get(floors.PATH)
+        assert response.status_code == 200, floor
+        assert response.data == ceiling.BODY, floor
+        assert response.content_type == "application/json", floor
+    # The last one has the service's hooks: a request id and one JSON access record.
+    assert floor == "observability"
+    assert len(response.headers["X-Request-ID"]) == 32
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (record["logger"], record["path"], record["status"]) == ("thoughts_backend.access", "/floor", 200)
+
+
+def test_an_unknown_floor_is_refused():
+    floors = load_benchmark_app("floor", "bench_floor")
+    with pytest.raises(ValueError, match="FLOOR must be one of flask, flask-restx, observability"):
+        floors.create_floor("django")
