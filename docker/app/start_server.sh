@@ -44,14 +44,17 @@ for number in "$PORT" "$stop_timeout"; do
 done
 
 # 1. No key given: make a pair in ./keys (an existing pair is kept) and use its public half.
+# Python runs only to make one: its imports would slow every later start.
 if [ -z "${PUBLIC_KEY:-}" ] && [ -z "${PUBLIC_KEY_FILE:-}" ]; then
-    python -m thoughts_backend generate-keys --if-missing --dir keys
+    [ -f keys/private.pem ] && [ -f keys/public.pem ] ||
+        python -m thoughts_backend generate-keys --if-missing --dir keys
     export PUBLIC_KEY_FILE="$PWD/keys/public.pem"
 fi
-
-# 2. Create the database schema if it is missing.
-python init_db.py
 [ "$signals" -eq 0 ] || exit 0
+
+# 2. The database schema is created, if missing, by uWSGI's master as it loads the app
+# (wsgi.py runs init_db.py's main), before it forks the workers: the app is imported once.
+# A bad setting or a database that cannot be used stops uWSGI, with one sentence.
 
 # 3. prometheus_client adds up, for /metrics, the files each worker writes in this
 # directory: empty it of a previous run's files, whose counts would come back.

@@ -1,0 +1,139 @@
+"""Starting the service: one import of the app per start, and a clear refusal when it cannot.
+
+uWSGI's master loads wsgi.py, which checks the settings and creates the schema (init_db.py's
+main) before the workers are forked: start_server.sh runs no Python of its own, except once
+to make a key pair when none is given or kept.
+"""
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .uwsgi_process import CODE_DIR, ServedApp
+
+
+@pytest.fixture
+def python_calls(tmp_path) -> tuple[dict, Path]:
+    """A PATH whose `python` records its arguments, then runs the real interpreter."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "python-calls"
+    python = bin_dir / "python"
+    python.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]])
+    return {"PATH": path}, calls
+
+
+def recorded(calls: Path) -> list[str]:
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+def tables(database: Path) -> set[str]:
+    with sqlite3.connect(database) as connection:
+        return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_the_master_creates_the_schema_and_the_script_runs_no_python(tmp_path, public_key_file, python_calls):
+    path, calls = python_calls
+    database = tmp_path / "new.sqlite3"
+    env = {**path, "DATABASE_URL": f"sqlite:///{database}", "PUBLIC_KEY_FILE": str(public_key_file)}
+    with ServedApp(env) as served:
+        assert served.get("/api/thoughts/")[0] == 200
+        output = served.output
+    assert recorded(calls) == []
+    assert "thought" in tables(database)
+    assert f"init_db: schema ready in sqlite:///{database}" in output
+
+
+@pytest.fixture
+def code_dir_without_keys(tmp_path) -> Path:
+    """The code, linked into a directory of its own, whose ./keys the test controls."""
+    code = tmp_path / "code"
+    code.mkdir()
+    for name in ("wsgi.py", "init_db.py", "thoughts_backend"):
+        (code / name).symlink_to(CODE_DIR / name)
+    return code
+
+
+def test_a_key_pair_is_made_once_then_kept_without_running_python(
+    tmp_path, code_dir_without_keys, python_calls
+):
+    path, calls = python_calls
+    env = {**path, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    with ServedApp(env, code_dir_without_keys) as served:
+        assert served.get("/api/thoughts/")[0] == 200
+    assert recorded(calls) == ["-m thoughts_backend generate-keys --if-missing --dir keys"]
+    public_key = (code_dir_without_keys / "keys" / "public.pem").read_bytes()
+
+    with ServedApp(env, code_dir_without_keys) as served:
+        assert served.get("/api/thoughts/")[0] == 200
+    assert len(recorded(calls)) == 1
+    assert (code_dir_without_keys / "keys" / "public.pem").read_bytes() == public_key
+
+
+def refused(env: dict) -> ServedApp:
+    """A start that must fail: the stopped service, its output and status readable."""
+    served = ServedApp(env, start_timeout=60)
+    with pytest.raises(RuntimeError, match="did not start"):
+        served.start()
+    return served
+
+
+@pytest.mark.parametrize(
+    ("settings", "sentence"),
+    [
+        ({"PUBLIC_KEY_FILE": "/nonexistent/public.pem"}, "wsgi: Cannot read PUBLIC_KEY_FILE"),
+        (
+            {"DATABASE_ENGINE": "ORACLE", "DATABASE_URL": ""},
+            "wsgi: DATABASE_ENGINE must be SQLITE or POSTGRESQL",
+        ),
+    ],
+)
+def test_a_bad_setting_stops_the_start_with_one_sentence(tmp_path, public_key_file, settings, sentence):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "PUBLIC_KEY_FILE": str(public_key_file)}
+    served = refused({**env, **settings})
+    try:
+        assert served.returncode == 2
+        assert sentence in served.output
+        assert "Traceback" not in served.output
+    finally:
+        served.close()
+
+
+def test_an_unreachable_database_stops_the_start_with_one_sentence(public_key_file):
+    # Port 9 (discard) has no server on the loopback: the connection is refused at once.
+    served = refused(
+        {"DATABASE_URL": "postgresql://postgres@127.0.0.1:9/test", "PUBLIC_KEY_FILE": str(public_key_file)}
+    )
+    try:
+        assert served.returncode == 1
+        assert (
+            "init_db: cannot use the database at postgresql+psycopg://postgres@127.0.0.1:9/test"
+            in served.output
+        )
+        assert "Traceback" not in served.output
+    finally:
+        served.close()
+
+
+def test_wsgi_freezes_what_it_loaded_for_the_workers_to_share(tmp_path, public_key_file):
+    """The objects loaded before the fork are kept out of the workers' garbage collections."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import gc, wsgi; print(gc.get_freeze_count())"],
+        cwd=CODE_DIR,
+        env={
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "PUBLIC_KEY_FILE": str(public_key_file),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert int(result.stdout) > 10_000
