@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from thoughts_backend import create_app
-from thoughts_backend.observability import REQUEST_ID_HEADER, StdoutHandler
+from thoughts_backend.observability import ACCESS_LOGGER, REQUEST_ID_HEADER, JsonFormatter, StdoutHandler
 
 CODE_DIR = Path(__file__).resolve().parent.parent
 
@@ -208,6 +208,37 @@ def test_a_failing_readiness_probe_is_logged(client, monkeypatch, capsys):
     assert client.get("/readyz").status_code == 503
     (record,) = access_records(log_records(capsys))
     assert (record["path"], record["status"]) == ("/readyz", 503)
+
+
+def test_timestamps_are_utc_to_the_millisecond_within_and_across_seconds():
+    formatter = JsonFormatter()
+    second = datetime(2024, 2, 29, 23, 59, 59, tzinfo=UTC).timestamp()
+    assert [formatter.timestamp(t) for t in (second, second + 0.0456, second + 0.9999, second + 1.5)] == [
+        "2024-02-29T23:59:59.000Z",
+        "2024-02-29T23:59:59.045Z",
+        "2024-02-29T23:59:59.999Z",
+        "2024-03-01T00:00:00.500Z",
+    ]
+
+
+def test_the_access_log_obeys_the_logging_configuration(client, capsys):
+    """The access record goes through logging's levels and filters, like any record."""
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.setLevel(logging.WARNING)
+    try:
+        client.get("/api/thoughts/")
+        assert access_records(log_records(capsys)) == []
+    finally:
+        access.setLevel(logging.NOTSET)
+    kept = []
+    access.addFilter(kept.append)  # a filter that records, and drops, every record
+    try:
+        client.get("/api/thoughts/", headers={REQUEST_ID_HEADER: "req-filtered"})
+        assert access_records(log_records(capsys)) == []
+    finally:
+        access.removeFilter(kept.append)
+    (record,) = kept
+    assert (record.getMessage(), record.request_id) == ("GET /api/thoughts/ 200", "req-filtered")
 
 
 def test_library_warnings_are_json_too(app, capsys):

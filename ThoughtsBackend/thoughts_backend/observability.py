@@ -27,8 +27,6 @@ import os
 import re
 import sys
 import time
-import uuid
-from datetime import UTC, datetime
 
 from flask import Flask, Response, g, has_request_context, request
 from flask.logging import default_handler
@@ -40,6 +38,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from .config import ConfigError
 
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_ENVIRON_KEY = "HTTP_X_REQUEST_ID"
 MAX_REQUEST_ID_LENGTH = 128
 # Visible ASCII only: an id is echoed in a header and searched for in logs, so no spaces,
 # control characters or anything a terminal or a log shipper might interpret.
@@ -60,23 +59,43 @@ ACCESS_FIELDS = ("method", "path", "route", "status", "duration_ms", "remote_add
 
 
 class JsonFormatter(logging.Formatter):
-    """A log record as one line of JSON; a traceback goes inside it, as one string."""
+    """A log record as one line of JSON; a traceback goes inside it, as one string.
+
+    It writes a line for every request (the access record), so it is kept cheap: the
+    date and time to the second are formatted once per second, not once per record.
+    """
 
     encoder = json.JSONEncoder(default=str)
 
+    def __init__(self):
+        super().__init__()
+        self._second = (None, "")  # (whole seconds since the epoch, its UTC text): one tuple, swapped whole
+
+    def timestamp(self, created: float) -> str:
+        """ISO 8601 in UTC to the millisecond: 2024-05-01T12:00:00.123Z."""
+        whole = int(created)
+        second, text = self._second
+        if whole != second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            self._second = (whole, text)
+        return f"{text}.{int((created - whole) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "timestamp": self.timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
             # Which worker: uWSGI names workers by pid in its own messages (respawn, harakiri).
             "pid": record.process,
         }
-        if has_request_context() and "request_id" in g:
-            entry["request_id"] = g.request_id
+        # The access record carries its request id; other records written during a request
+        # take the request's.
+        request_id = record.__dict__.get("request_id")
+        if request_id is None and has_request_context():
+            request_id = g.get("request_id")
+        if request_id is not None:
+            entry["request_id"] = request_id
         for field in ACCESS_FIELDS:
             value = record.__dict__.get(field)
             if value is not None:
@@ -265,9 +284,10 @@ def multiprocess_directory() -> str | None:
 
 
 def request_id_from(header_value: str | None) -> str:
+    """The caller's id when it is sane, else 32 random hex digits (as many as a uuid4's)."""
     if header_value and VALID_REQUEST_ID.fullmatch(header_value):
         return header_value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def init_observability(app: Flask) -> None:
@@ -281,41 +301,58 @@ def init_observability(app: Flask) -> None:
 
     @app.before_request
     def start_request():
-        g.request_started = time.perf_counter()
-        g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        # The header straight from the WSGI environ: the same value as request.headers gives.
+        request_id = request_id_from(request.environ.get(REQUEST_ID_ENVIRON_KEY))
+        context = g._get_current_object()
+        context.request_id = request_id
+        context.request_started = time.perf_counter()
 
     @app.after_request
     def finish_request(response: Response) -> Response:
+        # Each proxy (request, g) is looked up once: every lookup costs a context variable read.
+        context = g._get_current_object()
+        current = request._get_current_object()
         # Present even if another before_request hook failed before ours ran.
-        started = g.get("request_started") or time.perf_counter()
+        started = getattr(context, "request_started", None) or time.perf_counter()
         seconds = time.perf_counter() - started
-        if "request_id" not in g:
-            g.request_id = request_id_from(None)
-        response.headers[REQUEST_ID_HEADER] = g.request_id
+        request_id = getattr(context, "request_id", None)
+        if request_id is None:
+            request_id = context.request_id = request_id_from(None)
+        response.headers[REQUEST_ID_HEADER] = request_id
 
         status = response.status_code
-        rule = request.url_rule
+        rule = current.url_rule
         route = rule.rule if rule is not None else UNMATCHED_ROUTE
         unmeasured = route in UNMEASURED_ROUTES
         if unmeasured and status < 400:
             return response
-        method, path = request.method, request.path
+        method, path = current.method, current.path
         if not unmeasured:
             metrics.observe(method if method in KNOWN_METHODS else OTHER_METHOD, route, status, seconds)
-        access_logger.info(
-            "%s %s %s",
-            method,
-            path,
-            status,
-            extra={
+        if access_logger.isEnabledFor(logging.INFO):
+            # Logger.info without its search of the call stack for the caller's file and
+            # line, which no handler here writes: the record goes through the same level
+            # checks, filters and handlers.
+            fields = {
+                "request_id": request_id,
                 "method": method,
                 "path": path,
                 "route": route,
                 "status": status,
                 "duration_ms": round(seconds * 1000, 3),
-                "remote_addr": request.remote_addr,
-            },
-        )
+                "remote_addr": current.remote_addr,
+            }
+            record = access_logger.makeRecord(
+                ACCESS_LOGGER,
+                logging.INFO,
+                __file__,
+                0,
+                "%s %s %s",
+                (method, path, status),
+                None,
+                extra=fields,
+            )
+            access_logger.handle(record)
         return response
 
     @app.route(METRICS_PATH, methods=["GET"])
