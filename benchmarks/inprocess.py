@@ -6,13 +6,20 @@ Calls the WSGI app directly with a prepared environ, in batches, and reports the
 batch's CPU time per request (process_time, so other processes' load counts little). Point
 --code at another checkout's ThoughtsBackend/ (e.g. `git archive <commit> ThoughtsBackend |
 tar -x -C /tmp/old`) to compare two versions on the same machine, back to back.
+
+The metrics are kept as under uWSGI (prometheus_client's multiprocess mode, in a scratch
+directory). The floors of floor/wsgi.py (Flask, flask-restx, flask-restx with the service's
+request hooks) run last, on the same fixed answer as the ceiling.
 """
 
 import argparse
+import atexit
 import contextlib
+import importlib.util
 import io
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -63,6 +70,14 @@ def call(app, method, path, body=b"", headers=None) -> str:
     return statuses[0]
 
 
+def load_floors():
+    """floor/wsgi.py under a name of its own (ThoughtsBackend has a wsgi.py too)."""
+    spec = importlib.util.spec_from_file_location("bench_floor", HERE / "floor" / "wsgi.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,6 +90,11 @@ def main() -> int:
     args = parser.parse_args()
 
     code = args.code.resolve()
+    # Before prometheus_client is imported: it picks its storage then. Removed at exit,
+    # after the app's own exit function has archived its files there (atexit runs last first).
+    metrics_directory = tempfile.mkdtemp(prefix="bench-inprocess-metrics-")
+    atexit.register(shutil.rmtree, metrics_directory, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory
     sys.path.insert(0, str(code))
     sys.path.insert(0, str(HERE))
     os.chdir(code)
@@ -103,10 +123,16 @@ def main() -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-inprocess-") as scratch:
         url = seed.seed_sqlite(Path(scratch) / "db.sqlite3", args.rows)
-        app = create_app({"DATABASE_URL": url, "PUBLIC_KEY": public_pem}).wsgi_app
+        service = create_app({"DATABASE_URL": url, "PUBLIC_KEY": public_pem}).wsgi_app
+        floors = load_floors()
+        apps = dict.fromkeys(scenarios, service)
+        for floor in floors.FLOORS:
+            scenarios[f"floor: {floor}"] = ("GET", floors.PATH, b"", None)
+            apps[f"floor: {floor}"] = floors.create_floor(floor).wsgi_app
         # The service logs each request to stdout: keep that cost, send the lines nowhere.
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
             for name, (method, path, body, headers) in scenarios.items():
+                app = apps[name]
                 status = call(app, method, path, body, headers)
                 if not status.startswith("200"):
                     raise SystemExit(f"{name}: {path} answered {status}")

@@ -97,7 +97,7 @@ def test_one_thought_is_the_same_as_in_the_list(client, post_thought):
     ],
 )
 def test_the_page_the_database_writes_is_what_to_dict_writes(app, client, timestamp):
-    """The list's JSON comes from SQL; the single thought's from Thought.to_dict: they agree."""
+    """The list's and the single thought's JSON come from SQL: they are what Thought.to_dict writes."""
     texts = [
         "Caf\u00e9 \u6f22\u5b57 \U0001f600",
         'say "hi" \\ back/slash',

@@ -1,7 +1,5 @@
 """What the API namespaces share: the thought's API model, paging, lookup and input checks."""
 
-import json
-
 from flask import Response, request
 from flask_restx import Namespace, fields, inputs, reqparse
 from sqlalchemy import Text, bindparam, cast, func, literal_column, select, text
@@ -48,9 +46,8 @@ def page_parser() -> reqparse.RequestParser:
     return parser
 
 
-# What the API shows of a thought, as table columns: selecting them gives plain rows, and
-# Thought.to_dict, which only reads attributes, turns a row into the answer as it does a Thought.
-THOUGHT_COLUMNS = tuple(Thought.__table__.c[name] for name in ("id", "username", "text", "timestamp"))
+# What the API shows of a thought, in Thought.to_dict's order.
+THOUGHT_FIELDS = ("id", "username", "text", "timestamp")
 
 # The timestamp as Thought.to_dict writes it (datetime.isoformat() in UTC: no fraction when
 # the microseconds are zero), computed by the database. SQLAlchemy stores SQLite timestamps
@@ -62,6 +59,11 @@ ISO_TIMESTAMP_SQL = {
         " || '+00:00'"
     ),
 }
+
+
+def json_object_fields(columns) -> list:
+    """The arguments of json_object / json_build_object: 'id', id, 'username', username, ..."""
+    return [item for name in THOUGHT_FIELDS for item in (literal_column(f"'{name}'"), columns[name])]
 
 
 class Selection:
@@ -98,11 +100,7 @@ class Selection:
                 .offset(bindparam("offset"))
                 .subquery("page")
             )
-            fields = [
-                item
-                for name in ("id", "username", "text", "timestamp")
-                for item in (literal_column(f"'{name}'"), page.c[name])
-            ]
+            fields = json_object_fields(page.c)
             if dialect == "postgresql":
                 array = func.coalesce(
                     cast(func.json_agg(func.json_build_object(*fields)).aggregate_order_by(page.c.id), Text),
@@ -115,9 +113,33 @@ class Selection:
         return self._page_json[dialect]
 
 
+class OneThought:
+    """One thought by id, as JSON the database writes (as a page's items), per database."""
+
+    def __init__(self):
+        self._json: dict[str, object] = {}
+
+    def json(self, dialect: str):
+        if dialect not in self._json:
+            columns = Thought.__table__.c
+            shown = {
+                "id": columns.id,
+                "username": columns.username,
+                "text": columns.text,
+                "timestamp": literal_column(ISO_TIMESTAMP_SQL[dialect]),
+            }
+            fields = json_object_fields(shown)
+            if dialect == "postgresql":
+                thought = cast(func.json_build_object(*fields), Text)
+            else:
+                thought = func.json_object(*fields)
+            self._json[dialect] = select(thought).where(columns.id == bindparam("id"))
+        return self._json[dialect]
+
+
 ALL_THOUGHTS = Selection(stored_totals={"postgresql": text("SELECT thoughts FROM thought_total")})
 THOUGHTS_OF_USER = Selection(Thought.__table__.c.username == bindparam("username"))
-ONE_THOUGHT = select(*THOUGHT_COLUMNS).where(Thought.__table__.c.id == bindparam("id"))
+ONE_THOUGHT = OneThought()
 
 
 def page_of(selection: Selection, limit: int, offset: int, **parameters):
@@ -143,14 +165,14 @@ def page_of(selection: Selection, limit: int, offset: int, **parameters):
 
 
 def one_thought_or_404(thought_id: int) -> Response:
-    """One thought as JSON, or a 404."""
-    row = None
+    """One thought as JSON, written by the database as the pages' are, or a 404."""
+    body = None
     if thought_id <= LARGEST_ID:
         with db.engine.connect() as connection:
-            row = connection.execute(ONE_THOUGHT, {"id": thought_id}).first()
-    if row is None:
+            body = connection.scalar(ONE_THOUGHT.json(connection.dialect.name), {"id": thought_id})
+    if body is None:
         raise ApiError(404, f"Thought {thought_id} does not exist")
-    return json_response(json.dumps(Thought.to_dict(row)))
+    return json_response(body)
 
 
 def json_response(body: str, status: int = 200, headers: dict | None = None) -> Response:
