@@ -6,6 +6,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from .db import db
+from .request_limits import discard_unread_chunks, enforce_request_limits
 from .token_validation import TokenError
 
 BEARER_REALM = "thoughts"
@@ -98,6 +99,8 @@ def end_database_session(_error: BaseException | None) -> None:
 
 
 def discard_unread_body(response: Response) -> Response:
+    if response.status_code >= 400:
+        discard_unread_chunks(MAX_DISCARDED_BODY_BYTES)
     if response.status_code >= 400 and request.content_length:
         body = request.environ["wsgi.input"]
         remaining = min(request.content_length, MAX_DISCARDED_BODY_BYTES)
@@ -110,6 +113,9 @@ def discard_unread_body(response: Response) -> Response:
 
 
 def register_error_handlers(app: Flask, api: Api) -> None:
+    # Limits on the request itself come before any view: after the observability hooks
+    # (registered earlier), so that a refused request is logged and counted like any other.
+    app.before_request(enforce_request_limits)
     app.after_request(discard_unread_body)
     # Teardown functions run newest first: this one runs before Flask-SQLAlchemy's own,
     # which db.init_app registered earlier and which then finds the session closed.
