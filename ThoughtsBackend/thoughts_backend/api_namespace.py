@@ -94,7 +94,9 @@ class ThoughtList(Resource):
         if args["search"] is None:
             return page_of(ALL_THOUGHTS, args["limit"], args["offset"])
         pattern = search_pattern(args["search"])
-        search = SEARCHES[db.session.get_bind().dialect.name]
+        # The engine's dialect, not the session's bind: asking the session would create one
+        # for this request only to close it at the end.
+        search = SEARCHES[db.engine.dialect.name]
         return page_of(search, args["limit"], args["offset"], pattern=pattern)
 
 
