@@ -5,13 +5,16 @@ main) before the workers are forked: start_server.sh runs no Python of its own, 
 to make a key pair when none is given or kept.
 """
 
+import contextlib
 import os
 import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from .uwsgi_process import CODE_DIR, ServedApp
 
@@ -119,6 +122,23 @@ def test_an_unreachable_database_stops_the_start_with_one_sentence(public_key_fi
         assert "Traceback" not in served.output
     finally:
         served.close()
+
+
+@pytest.mark.postgresql
+def test_instances_starting_together_on_a_new_database_all_serve(postgresql_server_url, public_key_file):
+    """A new Deployment starts its pods at once: each master creates the schema in turn."""
+    engine = sa.create_engine(postgresql_server_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE IF EXISTS thought CASCADE"))
+    env = {"DATABASE_URL": postgresql_server_url, "PUBLIC_KEY_FILE": str(public_key_file)}
+    with contextlib.ExitStack() as stack:
+        instances = [stack.enter_context(contextlib.closing(ServedApp(env))) for _ in range(3)]
+        with ThreadPoolExecutor(len(instances)) as pool:
+            list(pool.map(ServedApp.start, instances))
+        assert [instance.get("/api/thoughts/")[0] for instance in instances] == [200, 200, 200]
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE thought CASCADE"))
+    engine.dispose()
 
 
 def test_wsgi_freezes_what_it_loaded_for_the_workers_to_share(tmp_path, public_key_file):
