@@ -317,7 +317,14 @@ def main() -> int:
         default=servers.UWSGI_INI,
         help="another uwsgi.ini, to measure a change to it",
     )
+    parser.add_argument(
+        "--code",
+        type=Path,
+        default=servers.CODE,
+        help="another ThoughtsBackend/ to serve (e.g. an older commit's, from git archive), to compare",
+    )
     args = parser.parse_args()
+    servers.CODE = args.code.resolve()
     servers.UWSGI_INI = args.uwsgi_ini.resolve()
     if not servers.UWSGI_INI.exists():
         sys.exit(f"{servers.UWSGI_INI} is missing: the benchmark runs the real service")
@@ -331,6 +338,8 @@ def main() -> int:
             "connections": CONNECTIONS,
             "wrk_threads": THREADS,
             "recycle_every_s": RECYCLE_EVERY_SECONDS,
+            "code": str(servers.CODE),
+            "uwsgi_ini": str(servers.UWSGI_INI),
         },
         "groups": [],
     }
