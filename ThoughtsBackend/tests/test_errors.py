@@ -1,11 +1,11 @@
 """Every failure answers JSON {"message": ...}: routing, methods, crashes, database outages."""
 
+import importlib
 import logging
 
 import pytest
 
 from thoughts_backend import create_app
-from thoughts_backend.models import Thought
 
 from .uwsgi_process import free_port
 
@@ -35,10 +35,12 @@ def test_wrong_method_is_405_json_with_allow(client, method, path):
 def test_unexpected_failure_is_500_json_without_trace(client, post_thought, monkeypatch, caplog):
     created = post_thought("boom")
 
-    def explode(self):
+    def explode(*_args):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(Thought, "to_dict", explode)
+    monkeypatch.setattr(
+        importlib.import_module("thoughts_backend.api_namespace"), "one_thought_or_404", explode
+    )
     with caplog.at_level(logging.ERROR):
         response = client.get(f"/api/thoughts/{created['id']}/")
     assert response.status_code == 500
