@@ -3,7 +3,7 @@
 from flask import Flask, Response, current_app, request
 from flask_restx import Api
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from .db import db
 from .request_limits import discard_unread_chunks, enforce_request_limits
@@ -16,6 +16,8 @@ DATABASE_RETRY_AFTER_SECONDS = 1
 # next bytes with a reset, and the client reports "connection reset" instead of the answer
 # (4 in 10 over-limit uploads did). So the rest is read and dropped first, up to this much.
 MAX_DISCARDED_BODY_BYTES = 1024 * 1024
+# Set in the environ when reading the body failed: it is not waited for a second time.
+BODY_READ_FAILED = "thoughts_backend.body_read_failed"
 
 
 class ApiError(Exception):
@@ -72,6 +74,18 @@ def http_error_answer(error: HTTPException):
     return {"message": error.description or error.name}, error.code, headers
 
 
+def body_stalled_answer(_error: ClientDisconnected):
+    """The body stopped arriving: uWSGI's router passes it on as it comes, and a worker
+    waits socket-timeout (uwsgi.ini) for each piece, then gives up. Werkzeug calls that a
+    disconnection; for a client still there, it is a request that timed out."""
+    request.environ[BODY_READ_FAILED] = True
+    message = (
+        "The request body stopped arriving before the Content-Length it announced; "
+        "send the whole body without pausing"
+    )
+    return {"message": message}, 408
+
+
 def unexpected_error_answer(_error: Exception):
     return {"message": "Internal server error; it has been logged"}, 500
 
@@ -99,16 +113,20 @@ def end_database_session(_error: BaseException | None) -> None:
 
 
 def discard_unread_body(response: Response) -> Response:
-    if response.status_code >= 400:
-        discard_unread_chunks(MAX_DISCARDED_BODY_BYTES)
-    if response.status_code >= 400 and request.content_length:
+    if response.status_code < 400 or request.environ.get(BODY_READ_FAILED):
+        return response
+    discard_unread_chunks(MAX_DISCARDED_BODY_BYTES)
+    if request.content_length:
         body = request.environ["wsgi.input"]
         remaining = min(request.content_length, MAX_DISCARDED_BODY_BYTES)
-        while remaining > 0:
-            chunk = body.read(min(remaining, 64 * 1024))
-            if not chunk:
-                break
-            remaining -= len(chunk)
+        try:
+            while remaining > 0:
+                chunk = body.read(min(remaining, 64 * 1024))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        except OSError:
+            pass  # the client stopped sending or went away: the answer goes out as it is
     return response
 
 
@@ -124,6 +142,7 @@ def register_error_handlers(app: Flask, api: Api) -> None:
         (ApiError, api_error_answer),
         (TokenError, token_error_answer),
         (OperationalError, database_unavailable_answer),
+        (ClientDisconnected, body_stalled_answer),
     ):
         api.errorhandler(exception)(answer)
         app.register_error_handler(exception, answer)

@@ -97,7 +97,8 @@ def read_chunked_body(environ: dict) -> None:
                     f"The body is over {limit} bytes (MAX_CONTENT_LENGTH); send a smaller one"
                 )
     except OSError as error:
-        raise BadRequest("The chunked body is malformed or was cut off") from error
+        environ[CHUNKED_BODY_READ] = True  # cut off or stalled: not to be waited for again
+        raise BadRequest("The chunked body is malformed, was cut off or stopped arriving") from error
     # From here on, the body is an ordinary one (werkzeug ignores Content-Length next to
     # Transfer-Encoding: chunked, and would read nothing).
     environ[CHUNKED_BODY_READ] = True
