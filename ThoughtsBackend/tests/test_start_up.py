@@ -7,6 +7,7 @@ to make a key pair when none is given or kept.
 
 import contextlib
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +17,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from .uwsgi_process import CODE_DIR, ServedApp
+from thoughts_backend.db import SCHEMA_LOCK_KEY
+
+from .conftest import wait_for
+from .uwsgi_process import CODE_DIR, ServedApp, free_port, is_alive, process_tree
 
 
 @pytest.fixture
@@ -139,6 +143,44 @@ def test_instances_starting_together_on_a_new_database_all_serve(postgresql_serv
     with engine.begin() as connection:
         connection.execute(sa.text("DROP TABLE thought CASCADE"))
     engine.dispose()
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize(("signals", "status"), [(1, 0), (2, 1)])
+def test_a_stop_signal_while_the_master_is_still_starting(
+    postgresql_server_url, public_key_file, signals, status
+):
+    """The master ignores SIGINT and SIGTERM until it is ready. Held at the schema lock, it
+    gets a SIGTERM: it finishes starting, then stops gracefully (0); or a second SIGTERM:
+    it is killed at once (1). Either way the script exits and nothing is left running."""
+    engine = sa.create_engine(postgresql_server_url)
+    served = ServedApp({"DATABASE_URL": postgresql_server_url, "PUBLIC_KEY_FILE": str(public_key_file)})
+    try:
+        with engine.connect() as lock_holder, engine.connect() as observer:
+            lock_holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            # Launched, not start()ed: start() polls for readiness, and its connections,
+            # queued until the router runs, would hold the stop back by themselves.
+            served.port = free_port()
+            served._launch()
+            waiting = sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            wait_for(lambda: observer.scalar(waiting) > 0, 60, "the master to wait for the schema lock")
+            observer.rollback()
+            master = served.master_pid
+            for _ in range(signals):
+                served.stop(signal.SIGTERM)
+            if signals == 2:  # killed while it waits for the lock
+                assert served.wait(timeout=30) == status
+            lock_holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            lock_holder.commit()
+        assert served.wait(timeout=30) == status, served.output
+        assert not is_alive(master) and process_tree(master) == set()
+        assert ("stopped by force" in served.output) == (status == 1)
+    finally:
+        served.close()
+        engine.dispose()
 
 
 def test_wsgi_freezes_what_it_loaded_for_the_workers_to_share(tmp_path, public_key_file):

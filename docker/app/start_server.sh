@@ -87,10 +87,12 @@ stop() {
     echo "start_server: SIG$signal: answering the requests already received, then stopping uWSGI" >&2 || true
     (sleep "$stop_timeout" >/dev/null 2>&1 && kill -ALRM $$) &
     watchdog=$!
-    # 5a. Drain, for at most half the time allowed.
+    # 5a. Drain, for at most half the time allowed. A signal that comes while uWSGI is
+    # still starting (loading the app, creating the schema) lets it finish first: only its
+    # ready master, which makes the FIFO, can stop gracefully.
     pending=$(open_connections)
-    while [ -n "$pending" ] && [ "$signals" -eq 1 ] &&
-        [ $(($(date +%s) - started)) -lt $((stop_timeout / 2)) ]; do
+    while { [ -n "$pending" ] || [ ! -p "$fifo" ]; } && [ "$signals" -eq 1 ] &&
+        kill -0 "$uwsgi_pid" 2>/dev/null && [ $(($(date +%s) - started)) -lt $((stop_timeout / 2)) ]; do
         sleep 0.1 2>/dev/null || sleep 1 # a sleep without fractions
         pending=$(open_connections "$pending")
     done
@@ -101,14 +103,19 @@ stop() {
 
 # Stop uWSGI now. The master kills its workers on SIGINT, unless a `q` is under way: then
 # it ignores signals and waits for its workers however long they take. So kill them too
-# (and the HTTP router); the master then exits, cleaning up after itself.
+# (and the HTTP router); the master then exits, cleaning up after itself. Until it is
+# ready (no FIFO yet) the master ignores SIGINT and SIGTERM: then only SIGKILL stops it.
 force() {
     forced=yes
     echo "start_server: SIG$signal: stopping uWSGI now, cutting the requests in progress" >&2 || true
-    kill -INT "$uwsgi_pid" 2>/dev/null || true
-    cat /proc/[0-9]*/stat 2>/dev/null |
-        awk -v parent="$uwsgi_pid" '{ pid = $1; sub(/.*\) /, ""); if ($2 == parent) print pid }' |
-        while read -r child; do kill -KILL "$child" 2>/dev/null || true; done
+    children=$(cat /proc/[0-9]*/stat 2>/dev/null |
+        awk -v parent="$uwsgi_pid" '{ pid = $1; sub(/.*\) /, ""); if ($2 == parent) print pid }') || true
+    if [ -p "$fifo" ]; then
+        kill -INT "$uwsgi_pid" 2>/dev/null || true
+    else
+        kill -KILL "$uwsgi_pid" 2>/dev/null || true
+    fi
+    for child in $children; do kill -KILL "$child" 2>/dev/null || true; done
 }
 
 # 4. uWSGI, in a session of its own, so that a Ctrl+C in a terminal (SIGINT to the whole
