@@ -199,3 +199,18 @@ def test_wsgi_freezes_what_it_loaded_for_the_workers_to_share(tmp_path, public_k
         check=True,
     )
     assert int(result.stdout) > 10_000
+
+
+def test_generate_keys_imports_no_web_or_database_library(tmp_path):
+    """start_server.sh runs it when it must make a key pair: it should cost a key, not the app."""
+    program = (
+        "import sys\n"
+        "from thoughts_backend.cli import cli\n"
+        f"cli(['generate-keys', '--dir', {str(tmp_path)!r}], standalone_mode=False)\n"
+        "print(' '.join(name for name in ('flask', 'flask_restx', 'sqlalchemy', 'jwt') if name in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], cwd=CODE_DIR, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert (tmp_path / "public.pem").is_file()
+    assert result.stdout.strip() == ""

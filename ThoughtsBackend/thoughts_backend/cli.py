@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .config import DEFAULT_PUBLIC_KEY_FILE
-from .token_validation import encode_token
 
 DEFAULT_KEYS_DIR = DEFAULT_PUBLIC_KEY_FILE.parent
 KEY_BITS = 3072
@@ -70,6 +69,10 @@ def generate_keys(keys_dir: Path, if_missing: bool):
 )
 def create_token(username: str, admin: bool, expires_in: int, private_key_file: Path):
     """Print a signed token for USERNAME on standard output."""
+    # Here, not at the top: generate-keys, run by start_server.sh, needs none of what
+    # token_validation imports (PyJWT, the models, SQLAlchemy).
+    from .token_validation import encode_token
+
     try:
         key = serialization.load_pem_private_key(private_key_file.read_bytes(), password=None)
     except FileNotFoundError:

@@ -7,10 +7,13 @@ one sentence that says what to fix, instead of failing at the first request.
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 CODE_DIR = Path(__file__).resolve().parent.parent
 # Where `generate-keys` puts a development pair, and where the key is looked for when
@@ -64,8 +67,11 @@ def gather_settings(environ: Mapping[str, str], overrides: Mapping | None = None
     return settings
 
 
-def database_url(settings: Mapping) -> sa.URL:
+def database_url(settings: Mapping) -> "sa.URL":
     """The SQLAlchemy URL: DATABASE_URL if given, else built from DATABASE_ENGINE."""
+    # Here, not at the top: the key tools (cli.py) import this module and need no database.
+    import sqlalchemy as sa
+
     if settings.get("DATABASE_URL"):
         try:
             url = sa.make_url(settings["DATABASE_URL"])

@@ -1,0 +1,56 @@
+"""The application factory: the app, its settings, database, API namespaces and commands."""
+
+import os
+from collections.abc import Mapping
+
+from flask import Flask, Request
+from werkzeug.exceptions import BadRequest
+
+from .admin_namespace import admin_namespace
+from .api_namespace import api_namespace
+from .auth import SWAGGER_AUTHORIZATIONS
+from .cli import create_token, generate_keys
+from .config import flask_config, gather_settings
+from .db import configure_sqlite, db
+from .errors import JsonErrorsApi, register_error_handlers
+from .observability import init_observability
+from .operations_namespace import operations_namespace
+
+
+class JsonRequest(Request):
+    def on_json_loading_failed(self, error):
+        raise BadRequest(f"The request body is not valid JSON: {error}")
+
+
+def create_app(overrides: Mapping | None = None) -> Flask:
+    """Build the app from the environment; `overrides` (same names) win, for tests.
+
+    Raises ConfigError, with one sentence saying what to fix, on a bad setting.
+    """
+    # The package's name, as Flask advises for a package: its root path and logger name.
+    app = Flask("thoughts_backend")
+    app.request_class = JsonRequest
+    app.config.update(flask_config(gather_settings(os.environ, overrides)))
+    app.json.sort_keys = False
+    init_observability(app)
+
+    db.init_app(app)
+    with app.app_context():
+        configure_sqlite(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
+
+    api = JsonErrorsApi(
+        app,
+        version="1.0",
+        title="ThoughtsBackend API",
+        description="A micro-blog of thoughts. Token routes take `Authorization: Bearer <RS256 JWT>`.",
+        doc="/",
+        authorizations=SWAGGER_AUTHORIZATIONS,
+    )
+    api.add_namespace(api_namespace, path="/api")
+    api.add_namespace(admin_namespace, path="/admin")
+    api.add_namespace(operations_namespace, path="/")
+    register_error_handlers(app, api)
+
+    app.cli.add_command(generate_keys)
+    app.cli.add_command(create_token)
+    return app
