@@ -191,15 +191,24 @@ class Nginx:
         return {int(pid) for pid in children.read_text().split()}
 
     def rotate(self, upstream_ports: list[int]) -> None:
-        """Reload with these instances only; return once new requests follow the new config.
+        """Reload with these instances only; return once no worker of the old config is left.
 
         On SIGHUP nginx starts new workers with the new config and asks the old ones to
-        finish the requests they have and exit, so requests already sent keep going.
+        finish the requests they have and exit, so requests already sent keep going. An old
+        worker may still be about to pass a request it has just read to an instance taken
+        out: only once the old workers have exited is that instance out of every path (the
+        wait a Kubernetes preStop sleep stands for). Without this wait, a POST now and then
+        reached an instance after its SIGTERM and came back 502.
         """
         self.write_config(upstream_ports)
         old_workers = self.workers()
         self.process.send_signal(signal.SIGHUP)
         wait_for(lambda: self.workers() - old_workers, READY_TIMEOUT_SECONDS, "nginx did not reload")
+        wait_for(
+            lambda: not self.workers() & old_workers,
+            READY_TIMEOUT_SECONDS,
+            "nginx's old workers did not finish their requests and exit",
+        )
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
