@@ -9,6 +9,10 @@ when the tests run as root the server runs as the `postgres` system user.
         url = server.url            # postgresql+psycopg://postgres@127.0.0.1:PORT/postgres
         server.stop()               # the database goes away (fast shutdown)
         server.start()              # and comes back, same port, same data
+
+    with IsolatedLink.create() as link, PostgresInstance.create(link) as server:
+        link.cut()                  # the server is unreachable: packets to it are dropped
+        link.heal()
 """
 
 import contextlib
@@ -45,18 +49,79 @@ def unavailable(reason: str):
     cannot_run(reason, required=postgresql_required())
 
 
-class PostgresInstance:
-    def __init__(self, bin_dir: Path, data_dir: Path, port: int, run_as: str | None):
-        self.bin_dir = bin_dir
-        self.data_dir = data_dir
-        self.port = port
-        self.run_as = run_as
-        self.log_file = data_dir.parent / "postgresql.log"
+class IsolatedLink:
+    """A network namespace joined to this one by a veth pair: a host on the other end of a
+    cable that a test can cut. Packets sent over a cut link are dropped without an error,
+    as across a network partition: TCP learns of it only by its own timeouts.
+    Needs root and iproute2 (`ip netns`)."""
+
+    def __init__(self, name: str, subnet: int):
+        self.namespace = name
+        self.host_device = f"{name}h"
+        self.peer_device = f"{name}p"
+        self.host_address = f"10.231.{subnet}.1"
+        self.peer_address = f"10.231.{subnet}.2"
 
     @classmethod
     @contextlib.contextmanager
     def create(cls):
-        """initdb a fresh cluster, start it, and remove everything on exit."""
+        if os.geteuid() != 0 or not shutil.which("ip"):
+            cannot_run(
+                "a network partition needs root and iproute2's `ip netns`", required=postgresql_required()
+            )
+        link = cls(f"tb{os.getpid() % 100000}", os.getpid() % 250 + 1)
+        try:
+            link._ip("netns", "add", link.namespace)
+            link._ip("link", "add", link.host_device, "type", "veth", "peer", "name", link.peer_device)
+            link._ip("link", "set", link.peer_device, "netns", link.namespace)
+            link._ip("addr", "add", f"{link.host_address}/30", "dev", link.host_device)
+            link._ip("link", "set", link.host_device, "up")
+            link._ip("addr", "add", f"{link.peer_address}/30", "dev", link.peer_device, namespace=True)
+            link._ip("link", "set", "lo", "up", namespace=True)
+            link.heal()
+            yield link
+        finally:
+            # Deleting the namespace deletes its end of the pair, and with it ours.
+            subprocess.run(["ip", "netns", "delete", link.namespace], capture_output=True, check=False)
+            subprocess.run(["ip", "link", "delete", link.host_device], capture_output=True, check=False)
+
+    def cut(self) -> None:
+        self._ip("link", "set", self.peer_device, "down", namespace=True)
+
+    def heal(self) -> None:
+        self._ip("link", "set", self.peer_device, "up", namespace=True)
+
+    def command_prefix(self) -> list[str]:
+        """Run a command on the other end."""
+        return ["ip", "netns", "exec", self.namespace]
+
+    def _ip(self, *arguments: str, namespace: bool = False) -> None:
+        command = [*(self.command_prefix() if namespace else []), "ip", *arguments]
+        subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
+
+
+class PostgresInstance:
+    def __init__(
+        self,
+        bin_dir: Path,
+        data_dir: Path,
+        port: int,
+        run_as: str | None,
+        link: IsolatedLink | None = None,
+    ):
+        self.bin_dir = bin_dir
+        self.data_dir = data_dir
+        self.port = port
+        self.run_as = run_as
+        self.link = link
+        self.host = link.peer_address if link else "127.0.0.1"
+        self.log_file = data_dir.parent / "postgresql.log"
+
+    @classmethod
+    @contextlib.contextmanager
+    def create(cls, link: IsolatedLink | None = None):
+        """initdb a fresh cluster, start it (at the far end of `link` if given, else on
+        127.0.0.1), and remove everything on exit."""
         bin_dir = postgresql_bin_dir()
         if bin_dir is None:
             unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
@@ -76,7 +141,7 @@ class PostgresInstance:
         if run_as:
             shutil.chown(base, run_as)
             shutil.chown(data_dir, run_as)
-        server = cls(bin_dir, data_dir, free_port(), run_as)
+        server = cls(bin_dir, data_dir, free_port(), run_as, link)
         try:
             server._run(
                 "initdb",
@@ -89,6 +154,10 @@ class PostgresInstance:
                 "--no-sync",
                 "--no-instructions",
             )
+            if link:
+                # initdb trusts loopback clients only; ours come over the link.
+                with (data_dir / "pg_hba.conf").open("a") as rules:
+                    rules.write(f"host all all {link.host_address}/32 trust\n")
             server.start()
             yield server
         finally:
@@ -97,12 +166,12 @@ class PostgresInstance:
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/postgres"
 
     def start(self) -> None:
         """Start and wait until it accepts connections (pg_ctl -w)."""
         options = (
-            f"-c port={self.port} -c listen_addresses=127.0.0.1 "
+            f"-c port={self.port} -c listen_addresses={self.host} "
             f"-c unix_socket_directories={self.data_dir} -c fsync=off"
         )
         self._run(
@@ -134,6 +203,8 @@ class PostgresInstance:
         command = [str(self.bin_dir / program), *arguments]
         if self.run_as:
             command = ["runuser", "-u", self.run_as, "--", *command]
+        if self.link:
+            command = [*self.link.command_prefix(), *command]
         completed = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         if completed.returncode != 0:
             raise RuntimeError(

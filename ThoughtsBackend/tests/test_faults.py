@@ -33,13 +33,18 @@ from thoughts_backend.db import create_schema, db
 from thoughts_backend.token_validation import encode_token
 
 from .conftest import POSTGRES_TEST_URL, app_with_schema, cannot_run, postgresql_required, wait_for
-from .postgres_instance import PostgresInstance
+from .postgres_instance import IsolatedLink, PostgresInstance
 from .uwsgi_process import ServedApp
 
 REQUEST_TIMEOUT = 10
 # The issue's bound: while the database is away, an answer (503) within this many seconds.
 OUTAGE_ANSWER_SECONDS = 1.0
 HARAKIRI_SECONDS = 3
+# Across a network partition nothing answers, not even a refusal: what bounds an answer is
+# the client's own timeouts (config.py: 2 s for unacknowledged data, then 2 s for a new
+# connection), plus the wait behind a worker busy with the same, which must end inside
+# harakiri (8 s in uwsgi.ini), or the worker is killed and the client cut off.
+PARTITION_ANSWER_SECONDS = 7.0
 WORKERS = 3
 
 
@@ -293,6 +298,72 @@ def test_postgresql_outage_is_503_within_a_second_and_recovers_by_itself(
     assert all(o.json_body["text"] in stored for o in acknowledged)
     refused = [o for o in outcomes if o.method == "POST" and o.status == 503]
     assert not [o for o in refused if o.sent_text in stored], "a write answered 503 was stored"
+
+
+@pytest.mark.faults
+@pytest.mark.postgresql
+def test_postgresql_cut_off_by_a_partition_is_503_before_harakiri_and_recovers(public_key_file, user_headers):
+    """Not stopped but unreachable (a cable cut, a failover that moved the address): no
+    refusal and no reset come back, and a worker waiting on its connection would hang until
+    harakiri kills it. The client's timeouts must turn that into 503s."""
+    with (
+        IsolatedLink.create() as link,
+        PostgresInstance.create(link) as database,
+        served(public_key_file, DATABASE_URL=database.url) as service,
+    ):
+        processes_before = service.uwsgi_pids()
+        load = Load(
+            service.url, [reader, reader, writer(user_headers, "cut-a"), writer(user_headers, "cut-b")]
+        )
+        with load:
+            wait_for(lambda: load.count(lambda o: o.status == 201) >= 10, 20, "writes before the partition")
+            in_flight_at_cut = load.in_flight
+            cut_at = time.monotonic()
+            link.cut()
+            wait_for(
+                lambda: load.count(lambda o: o.started > cut_at and o.status == 503) >= 8,
+                30,
+                "503s while PostgreSQL is cut off",
+            )
+            readiness = timed_request("GET", service.url, "/readyz")
+            healed_at = time.monotonic()
+            link.heal()
+            recovered_at = wait_for(
+                lambda: (
+                    load.count(lambda o: o.started > healed_at and o.status == 201) >= 10 and time.monotonic()
+                ),
+                30,
+                "writes succeeding again after the partition healed",
+            )
+        stored = stored_texts(service)
+        processes_after = service.uwsgi_pids()
+        log = service.output
+
+    outcomes = load.snapshot()
+    during = [o for o in outcomes if o.finished > cut_at and o.started < healed_at]
+    refused_writes = [o for o in outcomes if o.method == "POST" and o.status == 503]
+    print(
+        f"\nPostgreSQL cut off by a partition under load: {len(outcomes)} requests, {in_flight_at_cut} in "
+        f"flight at the cut; {len(during)} during the partition ({dict(summary(during))}), the slowest "
+        f"answered in {max(o.seconds for o in during):.2f}s; /readyz {readiness.status} in "
+        f"{readiness.seconds:.2f}s; recovered {recovered_at - healed_at:.2f}s after the link came back; "
+        f"{len(refused_writes)} writes answered 503, {sum(o.sent_text in stored for o in refused_writes)} "
+        "of them stored all the same (committed, then the answer lost)"
+    )
+
+    assert not [o.error for o in outcomes if o.status is None], "a request got no HTTP answer"
+    assert {o.status for o in outcomes} <= {200, 201, 503}, f"{summary(outcomes)}\n{errors_logged(log)}"
+    for outcome in (o for o in outcomes if o.status == 503):
+        assert outcome.retry_after == "1"
+        assert "database" in outcome.json_body["message"]
+    slow = [o for o in during if o.seconds > PARTITION_ANSWER_SECONDS]
+    assert not slow, [(o.method, o.status, round(o.seconds, 2)) for o in slow]
+    assert "HARAKIRI" not in log
+    assert processes_after == processes_before, "a uWSGI process was killed or restarted"
+    assert readiness.status == 503
+    assert readiness.seconds <= PARTITION_ANSWER_SECONDS
+    acknowledged = [o for o in outcomes if o.status == 201]
+    assert all(o.json_body["text"] in stored for o in acknowledged), "an acknowledged write was lost"
 
 
 # --- The database dies between two steps of one request (in-process, deterministic) -----

@@ -159,15 +159,34 @@ def public_key_fingerprint(key: rsa.RSAPublicKey) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+# libpq's own timeouts, so that a PostgreSQL that stops answering, without refusing or
+# resetting (a network partition, a failover that moved its address), costs a request a few
+# seconds and a 503, well inside uWSGI's harakiri, instead of a worker hung until it is
+# killed. A stopped server refuses at once and needs none of them.
+POSTGRESQL_CONNECT_ARGS = {
+    # A new connection that gets no answer (libpq's minimum is 2 s).
+    "connect_timeout": 2,
+    # Data sent and not acknowledged for this long (ms) ends the connection: a query, the
+    # pool's ping, a commit sent into the void. A long query is not affected: once sent, it
+    # is acknowledged, and waiting for its result sends nothing.
+    "tcp_user_timeout": 2000,
+    # An idle pooled connection is probed, so that a dead one is found before use.
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
+
+
 def flask_config(settings: Mapping) -> dict:
     """Turn checked settings into the Flask configuration the app runs with."""
     url = database_url(settings)
     engine_options: dict = {}
     if url.get_backend_name() == "postgresql":
         # A pooled connection that PostgreSQL dropped (restart, failover) is replaced before
-        # use; and an unreachable server fails fast instead of hanging a worker. A SQLite
-        # file cannot drop a connection: there the ping would only cost a statement a request.
-        engine_options = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 3}}
+        # use. A SQLite file cannot drop a connection: there the ping would only cost a
+        # statement a request.
+        engine_options = {"pool_pre_ping": True, "connect_args": POSTGRESQL_CONNECT_ARGS}
     return {
         "SQLALCHEMY_DATABASE_URI": url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
