@@ -126,12 +126,27 @@ def test_bad_public_key_settings(tmp_path, public_pem, private_key, make_values,
         ("TOKEN_LEEWAY_SECONDS", "-1", "at least 0"),
         ("TOKEN_LEEWAY_SECONDS", "soon", "whole number"),
         ("MAX_CONTENT_LENGTH", "10", "at least 1024"),
+        ("POSTGRES_STATEMENT_TIMEOUT_MS", "-1", "at least 0"),
+        ("POSTGRES_STATEMENT_TIMEOUT_MS", "3s", "whole number"),
     ],
 )
 def test_bad_numbers_stop_create_app(tmp_path, public_pem, name, value, sentence):
     overrides = {"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "PUBLIC_KEY": public_pem, name: value}
     with pytest.raises(ConfigError, match=f"{name} must be .*{sentence}"):
         create_app(overrides)
+
+
+@pytest.mark.parametrize(
+    "timeout, options",
+    [(None, "-c statement_timeout=3000"), ("250", "-c statement_timeout=250"), ("0", None)],
+)
+def test_postgresql_connections_carry_the_statement_timeout(public_pem, timeout, options):
+    values = settings(DATABASE_URL="postgresql://u@db/thoughts", PUBLIC_KEY=public_pem)
+    if timeout is not None:
+        values["POSTGRES_STATEMENT_TIMEOUT_MS"] = timeout
+    connect_args = config.flask_config(values)["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"]
+    assert connect_args.get("options") == options
+    assert connect_args["connect_timeout"] == 2 and connect_args["tcp_user_timeout"] == 2000
 
 
 def test_create_app_reads_the_environment(monkeypatch, tmp_path, public_key_file):

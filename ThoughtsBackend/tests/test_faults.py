@@ -366,6 +366,74 @@ def test_postgresql_cut_off_by_a_partition_is_503_before_harakiri_and_recovers(p
     assert all(o.json_body["text"] in stored for o in acknowledged), "an acknowledged write was lost"
 
 
+# The service's default POSTGRES_STATEMENT_TIMEOUT_MS (config.py). Each request holds its
+# worker that long; with the load's 4 clients on 2 workers, it also waits for the request
+# ahead of it: two timeouts, and a second of margin for the rest of the request.
+STATEMENT_TIMEOUT_SECONDS = 3.0
+LOCKED_ANSWER_SECONDS = 2 * STATEMENT_TIMEOUT_SECONDS + 1.0
+
+
+@pytest.mark.faults
+@pytest.mark.postgresql
+def test_table_locked_by_another_transaction_is_503_after_the_statement_timeout(
+    public_key_file, user_headers
+):
+    """PostgreSQL up but the table locked (a migration, a long transaction that took a
+    table lock): each query waits for the lock. The statement timeout cancels the wait, so
+    requests get a 503 instead of holding their workers until harakiri kills them."""
+    with (
+        PostgresInstance.create() as database,
+        served(public_key_file, DATABASE_URL=database.url) as service,
+    ):
+        processes_before = service.uwsgi_pids()
+        load = Load(
+            service.url, [reader, reader, writer(user_headers, "lock-a"), writer(user_headers, "lock-b")]
+        )
+        with load:
+            wait_for(lambda: load.count(lambda o: o.status == 201) >= 10, 20, "writes before the lock")
+            with psycopg.connect(database.url.replace("+psycopg", "")) as locker:
+                locker.execute("LOCK TABLE thought IN ACCESS EXCLUSIVE MODE")
+                locked_at = time.monotonic()
+                wait_for(
+                    lambda: load.count(lambda o: o.started > locked_at and o.status == 503) >= 6,
+                    30,
+                    "503s while the table is locked",
+                )
+                readiness = timed_request("GET", service.url, "/readyz")
+                released_at = time.monotonic()
+                locker.rollback()
+            wait_for(
+                lambda: load.count(lambda o: o.started > released_at and o.status == 201) >= 10,
+                20,
+                "writes succeeding again once the lock is released",
+            )
+        stored = stored_texts(service)
+        processes_after = service.uwsgi_pids()
+        log = service.output
+
+    outcomes = load.snapshot()
+    during = [o for o in outcomes if o.started > locked_at and o.finished < released_at]
+    print(
+        f"\ntable locked under load: {len(during)} requests during the lock ({dict(summary(during))}), "
+        f"answered in {min(o.seconds for o in during):.2f}-{max(o.seconds for o in during):.2f}s; "
+        f"/readyz {readiness.status} (the server itself answers)"
+    )
+    assert not [o.error for o in outcomes if o.status is None], "a request got no HTTP answer"
+    assert {o.status for o in outcomes} <= {200, 201, 503}, f"{summary(outcomes)}\n{errors_logged(log)}"
+    assert during and all(o.status == 503 for o in during), summary(during)
+    for outcome in during:
+        assert outcome.retry_after == "1"
+        assert "database" in outcome.json_body["message"]
+        assert outcome.seconds <= LOCKED_ANSWER_SECONDS
+    assert "HARAKIRI" not in log
+    assert processes_after == processes_before, "a uWSGI process was killed or restarted"
+    assert readiness.status == 200
+    acknowledged = [o for o in outcomes if o.status == 201]
+    assert all(o.json_body["text"] in stored for o in acknowledged), "an acknowledged write was lost"
+    refused = [o for o in outcomes if o.method == "POST" and o.status == 503]
+    assert refused and not [o for o in refused if o.sent_text in stored], "a write answered 503 was stored"
+
+
 # --- The database dies between two steps of one request (in-process, deterministic) -----
 
 

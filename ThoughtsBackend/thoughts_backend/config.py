@@ -28,6 +28,7 @@ DEFAULTS = {
     "TOKEN_LEEWAY_SECONDS": "10",
     "MAX_CONTENT_LENGTH": str(64 * 1024),
     "SQLITE_BUSY_TIMEOUT_MS": "5000",
+    "POSTGRES_STATEMENT_TIMEOUT_MS": "3000",
 }
 
 # The names a caller may set, in the environment or in create_app's overrides.
@@ -181,12 +182,20 @@ POSTGRESQL_CONNECT_ARGS = {
 def flask_config(settings: Mapping) -> dict:
     """Turn checked settings into the Flask configuration the app runs with."""
     url = database_url(settings)
+    statement_timeout = _integer(settings, "POSTGRES_STATEMENT_TIMEOUT_MS", minimum=0)
     engine_options: dict = {}
     if url.get_backend_name() == "postgresql":
         # A pooled connection that PostgreSQL dropped (restart, failover) is replaced before
         # use. A SQLite file cannot drop a connection: there the ping would only cost a
         # statement a request.
-        engine_options = {"pool_pre_ping": True, "connect_args": POSTGRESQL_CONNECT_ARGS}
+        connect_args = dict(POSTGRESQL_CONNECT_ARGS)
+        if statement_timeout:
+            # The server cancels a statement that runs or waits (for a lock held by a long
+            # transaction, a migration) longer than this: a 503 instead of a worker held
+            # until harakiri. 0 leaves it to the server's own setting (a pooler such as
+            # PgBouncer may refuse this startup option).
+            connect_args["options"] = f"-c statement_timeout={statement_timeout}"
+        engine_options = {"pool_pre_ping": True, "connect_args": connect_args}
     return {
         "SQLALCHEMY_DATABASE_URI": url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
