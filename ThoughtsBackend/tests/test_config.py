@@ -149,6 +149,25 @@ def test_postgresql_connections_carry_the_statement_timeout(public_pem, timeout,
     assert connect_args["connect_timeout"] == 2 and connect_args["tcp_user_timeout"] == 2000
 
 
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        (
+            "?options=-c%20search_path%3Dapp&connect_timeout=10",
+            {"options": "-c search_path=app -c statement_timeout=3000", "connect_timeout": None},
+        ),
+        ("?options=-c%20statement_timeout%3D500", {"options": None}),
+    ],
+)
+def test_the_database_urls_own_connection_parameters_are_kept(public_pem, query, expected):
+    """What DATABASE_URL sets wins: SQLAlchemy lays connect_args over the URL's parameters."""
+    values = settings(DATABASE_URL=f"postgresql://u@db/thoughts{query}", PUBLIC_KEY=public_pem)
+    connect_args = config.flask_config(values)["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"]
+    for name, value in expected.items():
+        assert connect_args.get(name) == value, name
+    assert connect_args["tcp_user_timeout"] == 2000
+
+
 def test_create_app_reads_the_environment(monkeypatch, tmp_path, public_key_file):
     monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "env.db"))
     monkeypatch.setenv("PUBLIC_KEY_FILE", str(public_key_file))

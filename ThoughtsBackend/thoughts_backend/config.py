@@ -179,6 +179,25 @@ POSTGRESQL_CONNECT_ARGS = {
 }
 
 
+def postgresql_connect_args(url: "sa.URL", statement_timeout_ms: int) -> dict:
+    """POSTGRESQL_CONNECT_ARGS and the statement timeout, under what DATABASE_URL says.
+
+    SQLAlchemy lays connect_args over the URL's own parameters: whatever the URL sets
+    (`?connect_timeout=10`, `?options=-c search_path=app`) is kept, and the statement
+    timeout is added to the URL's `options`, unless those already set one.
+    """
+    given = {name: value for name, value in url.query.items() if isinstance(value, str)}
+    arguments = {name: value for name, value in POSTGRESQL_CONNECT_ARGS.items() if name not in url.query}
+    options = given.get("options", "")
+    if statement_timeout_ms and "statement_timeout" not in options:
+        # The server cancels a statement that runs or waits (for a lock held by a long
+        # transaction, a migration) longer than this: a 503 instead of a worker held until
+        # harakiri. 0 leaves it to the server's own setting (a pooler such as PgBouncer may
+        # refuse this startup option).
+        arguments["options"] = f"{options} -c statement_timeout={statement_timeout_ms}".strip()
+    return arguments
+
+
 def flask_config(settings: Mapping) -> dict:
     """Turn checked settings into the Flask configuration the app runs with."""
     url = database_url(settings)
@@ -188,14 +207,10 @@ def flask_config(settings: Mapping) -> dict:
         # A pooled connection that PostgreSQL dropped (restart, failover) is replaced before
         # use. A SQLite file cannot drop a connection: there the ping would only cost a
         # statement a request.
-        connect_args = dict(POSTGRESQL_CONNECT_ARGS)
-        if statement_timeout:
-            # The server cancels a statement that runs or waits (for a lock held by a long
-            # transaction, a migration) longer than this: a 503 instead of a worker held
-            # until harakiri. 0 leaves it to the server's own setting (a pooler such as
-            # PgBouncer may refuse this startup option).
-            connect_args["options"] = f"-c statement_timeout={statement_timeout}"
-        engine_options = {"pool_pre_ping": True, "connect_args": connect_args}
+        engine_options = {
+            "pool_pre_ping": True,
+            "connect_args": postgresql_connect_args(url, statement_timeout),
+        }
     return {
         "SQLALCHEMY_DATABASE_URI": url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
