@@ -5,7 +5,7 @@ import sys
 
 import sqlalchemy as sa
 
-from thoughts_backend.config import ConfigError, database_url, gather_settings
+from thoughts_backend.config import ConfigError, database_url, gather_settings, postgresql_connect_args
 from thoughts_backend.db import configure_sqlite, create_schema
 
 
@@ -16,7 +16,11 @@ def main() -> int:
     except ConfigError as error:
         print(f"init_db: {error}", file=sys.stderr)
         return 2
-    engine = sa.create_engine(url)
+    # The app's connect timeouts (what DATABASE_URL sets wins), so that a database that does
+    # not answer fails this in seconds instead of holding uWSGI's master, at a start or a
+    # reload, for ever. No statement timeout (0): creating an index on a big table may take long.
+    connect_args = postgresql_connect_args(url, 0) if url.get_backend_name() == "postgresql" else {}
+    engine = sa.create_engine(url, connect_args=connect_args)
     configure_sqlite(engine, 5000)
     try:
         create_schema(engine)

@@ -1,27 +1,38 @@
-"""The app as uWSGI serves it: its master imports this once, then forks the workers from it.
+"""The app as uWSGI serves it: its master imports this, then forks the workers from it.
 
-The settings are checked, then the schema made ready (as `python init_db.py` does), in
-this one process, so a start pays for the imports once. A setting or a database that
-cannot be used stops the start with one sentence: uWSGI exits with status 2 (a setting)
-or 1 (the database).
+Under uWSGI, the settings are checked, then the schema made ready (as `python init_db.py`
+does), in this one process, so a start pays for the imports once. At a first start, a
+setting or a database that cannot be used stops it with one sentence: uWSGI exits with
+status 2 (a setting) or 1 (the database). A reload (`r` on the master FIFO) imports this
+again: with the database away then, the service goes on, answering 503 until it is back.
+Any other importer (`flask create-token` with FLASK_APP=wsgi, a test) gets the app only.
 """
 
 import gc
 import sys
 
-import init_db
-
 from thoughts_backend import create_app
 from thoughts_backend.config import ConfigError
+
+try:
+    import uwsgi  # only there inside uWSGI
+except ImportError:
+    uwsgi = None
 
 try:
     application = create_app()
 except ConfigError as error:
     print(f"wsgi: {error}", file=sys.stderr)
     sys.exit(2)
-status = init_db.main()
-if status:
-    sys.exit(status)
+
+if uwsgi is not None:
+    import init_db
+
+    status = init_db.main()
+    if status and not uwsgi.is_a_reload:
+        sys.exit(status)
+    if status:
+        print("wsgi: reloaded without the database: answering 503 until it is back", file=sys.stderr)
 
 # The workers share this process's memory until they write to it, and a garbage
 # collection writes to every object it examines: keep what is loaded now out of the

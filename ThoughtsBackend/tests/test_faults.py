@@ -755,3 +755,53 @@ def test_full_disk_is_503_never_a_silent_success_and_recovers(tmp_path, public_k
     assert reads.status_code == 200
     assert after.status_code == 201
     assert "after-space-freed" in on_disk
+
+
+# --- A graceful reload while PostgreSQL is away ------------------------------------------
+
+
+def reloaded_workers(service: ServedApp, before: set[int]) -> set[int] | None:
+    """The worker pids once the reload has replaced every worker of `before`; None until then."""
+    assert service.returncode is None, f"the service exited during the reload:\n{service.output}"
+    try:
+        pids = worker_pids(service)
+    except OSError:  # the re-executed master has not made its stats socket yet
+        return None
+    return pids if len(pids) == len(before) and not pids & before else None
+
+
+@pytest.mark.faults
+@pytest.mark.postgresql
+def test_reload_while_postgresql_is_down_keeps_serving_503s_and_recovers(public_key_file):
+    """`r` on the master FIFO (uwsgi.ini) re-executes the master, which imports wsgi.py again:
+    a schema step that cannot reach the database must not stop the service, as it does a
+    first start."""
+    with (
+        PostgresInstance.create() as database,
+        served(public_key_file, DATABASE_URL=database.url) as service,
+    ):
+        assert service.get("/api/thoughts/")[0] == 200
+        workers_before = worker_pids(service)
+        database.stop(mode="fast")
+        service.fifo.write_text("r")
+        wait_for(lambda: reloaded_workers(service, workers_before), 60, "new workers after the reload")
+        during = requests.get(f"{service.url}/api/thoughts/", timeout=REQUEST_TIMEOUT)
+        database.start()
+        after = wait_for(
+            lambda: (
+                (response := requests.get(f"{service.url}/api/thoughts/", timeout=REQUEST_TIMEOUT))
+                and response.status_code == 200
+                and response
+            ),
+            20,
+            "200 once PostgreSQL is back",
+        )
+        log = service.output
+
+    assert during.status_code == 503, during.text
+    assert during.headers["Retry-After"] == "1"
+    assert "database" in during.json()["message"]
+    assert after.json() == []
+    assert "wsgi: reloaded without the database" in log, log
+    # The import at the reload raised nothing (the 503s' JSON log records carry their own).
+    assert not [line for line in log.splitlines() if line.startswith("Traceback")], log

@@ -8,6 +8,7 @@ to make a key pair when none is given or kept.
 import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from thoughts_backend.db import SCHEMA_LOCK_KEY
 
 from .conftest import wait_for
-from .uwsgi_process import CODE_DIR, ServedApp, free_port, is_alive, process_tree
+from .uwsgi_process import CODE_DIR, ServedApp, free_port, is_alive
 
 
 @pytest.fixture
@@ -34,6 +35,28 @@ def python_calls(tmp_path) -> tuple[dict, Path]:
     python.chmod(0o755)
     path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]])
     return {"PATH": path}, calls
+
+
+def session_of(pid: int) -> int:
+    """The session id of `pid`, from /proc; OSError if `pid` is gone."""
+    # The command name, in parentheses, may hold spaces: the fields follow the last ')'.
+    # After it: state, parent, process group, session.
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[3])
+
+
+def session_members(session: int) -> set[int]:
+    """The processes of `session` alive now (zombies, already dead, are not counted)."""
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # exited while we looked
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            members.add(int(entry.name))
+    return members
 
 
 def recorded(calls: Path) -> list[str]:
@@ -112,6 +135,16 @@ def test_a_bad_setting_stops_the_start_with_one_sentence(tmp_path, public_key_fi
         served.close()
 
 
+@pytest.fixture
+def silent_database():
+    """A port on the loopback that takes connections and never answers: a database host
+    that hangs (overloaded, or half cut off) rather than refusing."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener
+
+
 def test_an_unreachable_database_stops_the_start_with_one_sentence(public_key_file):
     # Port 9 (discard) has no server on the loopback: the connection is refused at once.
     served = refused(
@@ -126,6 +159,60 @@ def test_an_unreachable_database_stops_the_start_with_one_sentence(public_key_fi
         assert "Traceback" not in served.output
     finally:
         served.close()
+
+
+def test_a_database_that_never_answers_stops_the_start_instead_of_hanging(public_key_file, silent_database):
+    """The schema step connects with the app's connect timeouts: without them the master,
+    at a start or a reload, would wait for the database for ever."""
+    port = silent_database.getsockname()[1]
+    served = refused(
+        {
+            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/test",
+            "PUBLIC_KEY_FILE": str(public_key_file),
+        }
+    )
+    try:
+        assert served.returncode == 1
+        assert f"init_db: cannot use the database at postgresql+psycopg://postgres@127.0.0.1:{port}/test" in (
+            served.output
+        )
+        assert "Traceback" not in served.output
+    finally:
+        served.close()
+
+
+@pytest.mark.parametrize("arguments", [["create-token", "--help"], ["create-token", "alice"]])
+def test_the_flask_cli_loads_wsgi_without_touching_the_database(tmp_path, silent_database, arguments):
+    """`flask create-token` (FLASK_APP=wsgi in the images) only builds the app: the schema
+    step is uWSGI's master's, so the command works with the database away."""
+    keys = tmp_path / "keys"
+    subprocess.run(
+        [sys.executable, "-m", "thoughts_backend", "generate-keys", "--dir", str(keys)],
+        cwd=CODE_DIR,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    port = silent_database.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", *arguments],
+        cwd=CODE_DIR,
+        env={
+            **os.environ,
+            "FLASK_APP": "wsgi",
+            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/test",
+            "PUBLIC_KEY_FILE": str(keys / "public.pem"),
+            "PRIVATE_KEY_FILE": str(keys / "private.pem"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "init_db" not in result.stderr
+    silent_database.setblocking(False)
+    with pytest.raises(BlockingIOError):  # nobody connected to the database
+        silent_database.accept()
 
 
 @pytest.mark.postgresql
@@ -169,6 +256,9 @@ def test_a_stop_signal_while_the_master_is_still_starting(
             wait_for(lambda: observer.scalar(waiting) > 0, 60, "the master to wait for the schema lock")
             observer.rollback()
             master = served.master_pid
+            # start_server.sh runs uWSGI under setsid: the master leads a session of its own,
+            # which its workers, router and anything they started belong to.
+            assert session_of(master) == master
             for _ in range(signals):
                 served.stop(signal.SIGTERM)
             if signals == 2:  # killed while it waits for the lock
@@ -176,7 +266,10 @@ def test_a_stop_signal_while_the_master_is_still_starting(
             lock_holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
             lock_holder.commit()
         assert served.wait(timeout=30) == status, served.output
-        assert not is_alive(master) and process_tree(master) == set()
+        assert not is_alive(master)
+        # Orphans are given to init, so the tree under the dead master is always empty: the
+        # session it led finds any process of uWSGI's left running.
+        assert session_members(master) == set()
         assert ("stopped by force" in served.output) == (status == 1)
     finally:
         served.close()
