@@ -61,9 +61,22 @@ ISO_TIMESTAMP_SQL = {
 }
 
 
-def json_object_fields(columns) -> list:
-    """The arguments of json_object / json_build_object: 'id', id, 'username', username, ..."""
-    return [item for name in THOUGHT_FIELDS for item in (literal_column(f"'{name}'"), columns[name])]
+def shown_columns(dialect: str) -> list:
+    """The columns the API shows of a thought, its timestamp written as to_dict writes it."""
+    columns = Thought.__table__.c
+    return [
+        columns.id,
+        columns.username,
+        columns.text,
+        literal_column(ISO_TIMESTAMP_SQL[dialect]).label("timestamp"),
+    ]
+
+
+def thought_object(columns, dialect: str):
+    """One thought as a JSON object made by the database (json_build_object / json_object),
+    with Thought.to_dict's keys in its order, from `columns` named by THOUGHT_FIELDS."""
+    fields = [item for name in THOUGHT_FIELDS for item in (literal_column(f"'{name}'"), columns[name])]
+    return func.json_build_object(*fields) if dialect == "postgresql" else func.json_object(*fields)
 
 
 class Selection:
@@ -86,29 +99,23 @@ class Selection:
     def page_json(self, dialect: str):
         """SELECT (rows on the page, the page as a JSON array) for this database."""
         if dialect not in self._page_json:
-            columns = Thought.__table__.c
             page = (
-                select(
-                    columns.id,
-                    columns.username,
-                    columns.text,
-                    literal_column(ISO_TIMESTAMP_SQL[dialect]).label("timestamp"),
-                )
+                select(*shown_columns(dialect))
                 .where(*self.where)
-                .order_by(columns.id)
+                .order_by(Thought.__table__.c.id)
                 .limit(bindparam("limit"))
                 .offset(bindparam("offset"))
                 .subquery("page")
             )
-            fields = json_object_fields(page.c)
+            thought = thought_object(page.c, dialect)
             if dialect == "postgresql":
                 array = func.coalesce(
-                    cast(func.json_agg(func.json_build_object(*fields)).aggregate_order_by(page.c.id), Text),
+                    cast(func.json_agg(thought).aggregate_order_by(page.c.id), Text),
                     literal_column("'[]'"),
                 )
             else:
                 # SQLite aggregates the rows of a LIMIT subquery in the subquery's order.
-                array = func.json_group_array(func.json_object(*fields))
+                array = func.json_group_array(thought)
             self._page_json[dialect] = select(func.count(), array).select_from(page)
         return self._page_json[dialect]
 
@@ -121,19 +128,11 @@ class OneThought:
 
     def json(self, dialect: str):
         if dialect not in self._json:
-            columns = Thought.__table__.c
-            shown = {
-                "id": columns.id,
-                "username": columns.username,
-                "text": columns.text,
-                "timestamp": literal_column(ISO_TIMESTAMP_SQL[dialect]),
-            }
-            fields = json_object_fields(shown)
+            shown = {column.name: column for column in shown_columns(dialect)}
+            thought = thought_object(shown, dialect)
             if dialect == "postgresql":
-                thought = cast(func.json_build_object(*fields), Text)
-            else:
-                thought = func.json_object(*fields)
-            self._json[dialect] = select(thought).where(columns.id == bindparam("id"))
+                thought = cast(thought, Text)
+            self._json[dialect] = select(thought).where(Thought.__table__.c.id == bindparam("id"))
         return self._json[dialect]
 
 
