@@ -511,6 +511,21 @@ def hang_one_write(pool: ThreadPoolExecutor, service: ServedApp, headers: dict):
     return future, text, busy.pop()
 
 
+def replaced_then_reads(service: ServedApp, load: Load, workers_before: set[int]) -> tuple[set[int], float]:
+    """Wait until the master has replaced a worker of `workers_before`, then until 20 reads
+    made after that were answered 200: (the worker pids then, when the replacement was seen)."""
+    replaced = wait_for(
+        lambda: replaced_workers(service, workers_before), 20, "the master replacing the worker that died"
+    )
+    replaced_at = time.monotonic()
+    wait_for(
+        lambda: load.count(lambda o: o.started > replaced_at and o.status == 200) >= 20,
+        20,
+        "reads after the worker was replaced",
+    )
+    return replaced, replaced_at
+
+
 def sqlite_settings(tmp_path: Path, **extra) -> dict:
     return {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", **extra}
 
@@ -534,17 +549,7 @@ def test_killed_worker_is_respawned_and_only_its_request_fails(tmp_path, public_
                 in_flight_at_kill = load.in_flight + 1
                 killed_at = time.monotonic()
                 os.kill(victim, signal.SIGKILL)
-                respawned = wait_for(
-                    lambda: replaced_workers(service, workers_before),
-                    20,
-                    "the master respawning the killed worker",
-                )
-                respawned_at = time.monotonic()
-                wait_for(
-                    lambda: load.count(lambda o: o.started > respawned_at and o.status == 200) >= 20,
-                    20,
-                    "reads after the respawn",
-                )
+                respawned, respawned_at = replaced_then_reads(service, load, workers_before)
             killed = hung.result(REQUEST_TIMEOUT)
         stored = stored_texts(service)
 
@@ -576,17 +581,7 @@ def test_request_past_harakiri_is_ended_and_the_worker_recycled(tmp_path, public
             hung, hung_text, victim = hang_one_write(pool, service, user_headers)
             with load:
                 ended = hung.result(HARAKIRI_SECONDS + REQUEST_TIMEOUT)
-                recycled = wait_for(
-                    lambda: replaced_workers(service, workers_before),
-                    20,
-                    "the master replacing the worker harakiri killed",
-                )
-                after = time.monotonic()
-                wait_for(
-                    lambda: load.count(lambda o: o.started > after and o.status == 200) >= 20,
-                    20,
-                    "reads after",
-                )
+                recycled, _replaced_at = replaced_then_reads(service, load, workers_before)
         stored = stored_texts(service)
         log = service.output
 
