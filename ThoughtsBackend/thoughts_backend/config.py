@@ -186,9 +186,10 @@ def postgresql_connect_args(url: "sa.URL", statement_timeout_ms: int) -> dict:
     (`?connect_timeout=10`, `?options=-c search_path=app`) is kept, and the statement
     timeout is added to the URL's `options`, unless those already set one.
     """
-    given = {name: value for name, value in url.query.items() if isinstance(value, str)}
     arguments = {name: value for name, value in POSTGRESQL_CONNECT_ARGS.items() if name not in url.query}
-    options = given.get("options", "")
+    options = url.query.get("options", "")
+    if not isinstance(options, str):  # `options` given more than once comes as a tuple: not merged
+        options = ""
     if statement_timeout_ms and "statement_timeout" not in options:
         # The server cancels a statement that runs or waits (for a lock held by a long
         # transaction, a migration) longer than this: a 503 instead of a worker held until
