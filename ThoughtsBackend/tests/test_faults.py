@@ -449,6 +449,54 @@ def test_connection_lost_after_the_view_ran_still_sends_the_whole_answer(postgre
         assert response.headers["X-Total-Count"] == "0"
 
 
+def connections_made(engine: sa.Engine) -> list:
+    """Grows by one each time the engine opens a new connection to the database."""
+    made = []
+    sa.event.listen(engine, "connect", lambda dbapi_connection, _record: made.append(dbapi_connection))
+    return made
+
+
+@pytest.mark.postgresql
+def test_a_healthy_pooled_connection_is_reused_without_a_round_trip(postgresql_app, monkeypatch):
+    """No ping per request (pool_pre_ping costs a round trip each), and no new connection."""
+    with postgresql_app.app_context():
+        engine = db.engine
+    pings = []
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda dbapi_connection: pings.append(1) or True)
+    client = postgresql_app.test_client()
+    assert client.get("/api/thoughts/").status_code == 200
+    made = connections_made(engine)
+    for _ in range(5):
+        assert client.get("/api/thoughts/").status_code == 200
+        assert client.get("/api/thoughts/1/").status_code == 404
+    assert (made, pings) == ([], [])
+
+
+@pytest.mark.faults
+@pytest.mark.postgresql
+@pytest.mark.parametrize("shutdown", ["fast", "immediate"])
+def test_pooled_connections_closed_by_a_postgresql_restart_are_replaced_before_use(public_pem, shutdown):
+    """After a restart, the first requests find every pooled connection dead: each is
+    replaced before use, so none of them fails."""
+    pooled = 3
+    with (
+        PostgresInstance.create() as database,
+        app_with_schema({"DATABASE_URL": database.url, "PUBLIC_KEY": public_pem}) as app,
+    ):
+        with app.app_context():
+            engine = db.engine
+        held = [engine.connect() for _ in range(pooled)]
+        for connection in held:
+            connection.close()  # back into the pool, idle
+        database.stop(mode=shutdown)
+        database.start()
+        made = connections_made(engine)
+        client = app.test_client()
+        statuses = [client.get("/api/thoughts/").status_code for _ in range(pooled + 2)]
+    assert statuses == [200] * (pooled + 2)
+    assert made, "no connection was replaced: the restart did not reach the pool"
+
+
 @pytest.mark.faults
 @pytest.mark.postgresql
 def test_write_committed_just_before_the_database_stops_is_201(public_pem, make_token):

@@ -11,7 +11,7 @@ from .api_namespace import api_namespace
 from .auth import SWAGGER_AUTHORIZATIONS
 from .cli import create_token, generate_keys
 from .config import flask_config, gather_settings
-from .db import configure_sqlite, db
+from .db import configure_postgresql, configure_sqlite, db
 from .errors import JsonErrorsApi, register_error_handlers
 from .observability import init_observability
 from .operations_namespace import operations_namespace
@@ -37,6 +37,7 @@ def create_app(overrides: Mapping | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():
         configure_sqlite(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
+        configure_postgresql(db.engine)
 
     api = JsonErrorsApi(
         app,

@@ -206,12 +206,8 @@ def flask_config(settings: Mapping) -> dict:
     engine_options: dict = {}
     if url.get_backend_name() == "postgresql":
         # A pooled connection that PostgreSQL dropped (restart, failover) is replaced before
-        # use. A SQLite file cannot drop a connection: there the ping would only cost a
-        # statement a request.
-        engine_options = {
-            "pool_pre_ping": True,
-            "connect_args": postgresql_connect_args(url, statement_timeout),
-        }
+        # use by db.configure_postgresql, which needs no pool_pre_ping.
+        engine_options = {"connect_args": postgresql_connect_args(url, statement_timeout)}
     return {
         "SQLALCHEMY_DATABASE_URI": url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options,

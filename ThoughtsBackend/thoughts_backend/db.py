@@ -1,6 +1,7 @@
 """The database handle, the engine-level settings, and schema creation."""
 
 import logging
+import select
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
@@ -71,6 +72,40 @@ def configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
         # In WAL mode NORMAL loses nothing when a process dies, only on power loss.
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
+
+
+def configure_postgresql(engine: sa.Engine) -> None:
+    """Replace a pooled PostgreSQL connection that the server has closed, before a request
+    uses it, without a round trip to the server on every request.
+
+    When PostgreSQL ends a connection (a restart, a failover, pg_terminate_backend, an idle
+    timeout), it sends the client an error and closes the socket; a connection to a host
+    that has vanished gets an error from TCP keepalive (config.py). Either way the idle
+    pooled socket becomes readable, while a healthy idle one never is: nothing is sent to a
+    client between its queries (this service neither LISTENs nor changes settings). So a
+    readable socket, checked with a zero-timeout poll, is what finds a dead connection.
+    SQLAlchemy's pool_pre_ping finds the same by sending `SELECT 1` on every checkout: a
+    network round trip, and 0.12 ms of CPU, per request.
+
+    A connection that dies while in use still fails its request (503), as with a ping: the
+    ping cannot close that race either.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+
+    @sa.event.listens_for(engine, "checkout")
+    def replace_if_closed_by_the_server(dbapi_connection, _record, _proxy):
+        if dbapi_connection.closed or dbapi_connection.broken or has_something_to_read(dbapi_connection):
+            # The pool discards this connection and makes a new one, which this check sees
+            # again; a new connection that cannot be made fails the request (503).
+            raise sa.exc.DisconnectionError("PostgreSQL has closed this pooled connection")
+
+
+def has_something_to_read(dbapi_connection) -> bool:
+    """Whether the connection's socket is readable, or in error, right now (never waits)."""
+    poller = select.poll()  # not select.select(): it fails on descriptors above 1023
+    poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
 
 
 # Any fixed number: the key of the PostgreSQL advisory lock that schema set-up holds.
