@@ -1,0 +1,92 @@
+"""Before/after: two ThoughtsBackend trees served side by side, their runs alternated.
+
+    .venv/bin/python benchmarks/compare.py --code /tmp/old/ThoughtsBackend \\
+        [--database sqlite|postgresql] [--rows 200] [--scenarios get,list] [--rounds 4]
+
+`--code` is the other tree, e.g. an older commit's: `git archive <commit> ThoughtsBackend |
+tar -x -C /tmp/old`. Each tree gets a database of its own, seeded alike (seed.py), and its
+own service under the real uwsgi.ini (processes=2). Then every scenario runs on one, then
+the other, `--rounds` times, and the medians are printed.
+
+This machine's speed drifts more between minutes than most changes move a figure; runs
+alternated a few seconds apart drift together. That makes this the tool for "did that
+change help"; `make bench` is the one for the absolute figures and the ceiling ratios.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import run_benchmarks  # noqa: E402  (puts ThoughtsBackend/ on the path)
+import seed  # noqa: E402
+import servers  # noqa: E402
+
+FIGURES = (("requests_per_second", "req/s"), ("cpu_ms_per_request", "CPU ms/req"), ("p99_ms", "p99 ms"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--code", type=Path, required=True, help="the other ThoughtsBackend/ (the 'before')")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--scenarios", default="get,list", help=f"of {','.join(run_benchmarks.SCENARIOS)}")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=5, help="seconds of load per run (default 5)")
+    parser.add_argument("--warmup", type=float, default=1)
+    args = parser.parse_args()
+    scenarios = [run_benchmarks.SCENARIOS[name] for name in args.scenarios.split(",")]
+    trees = {"before": args.code.resolve(), "after": servers.CODE}
+    for tree in trees.values():
+        if not (tree / "wsgi.py").exists():
+            sys.exit(f"{tree} is not a ThoughtsBackend/ tree (no wsgi.py)")
+
+    runs: dict[str, dict[str, list[dict]]] = {side: {s.name: [] for s in scenarios} for side in trees}
+    databases = []
+    services = {}
+    with tempfile.TemporaryDirectory(prefix="thoughts-compare-") as scratch_name:
+        scratch = Path(scratch_name)
+        bench = run_benchmarks.Bench(args, scratch)
+        try:
+            for side, tree in trees.items():
+                if args.database == "postgresql":
+                    databases.append(seed.PostgresqlDatabase(run_benchmarks.POSTGRES_SERVER_URL))
+                    url = databases[-1].create(args.rows)
+                else:
+                    url = seed.seed_sqlite(scratch / f"{side}.sqlite3", args.rows)
+                servers.CODE = tree  # servers.service serves servers.CODE
+                services[side] = servers.service(url, bench.public_key_file, 2).start()
+            for round_number in range(1, args.rounds + 1):
+                bench.say(f"round {round_number} of {args.rounds}")
+                for scenario in scenarios:
+                    for side, service in services.items():
+                        runs[side][scenario.name].append(bench.load(service, scenario))
+        finally:
+            for service in services.values():
+                service.stop()
+            for database in databases:
+                database.drop()
+
+    print(
+        f"\n{args.database}, {args.rows} rows, processes=2, {args.rounds} alternated runs of {args.duration:g} s"
+    )
+    print(f"before: {trees['before']}\nafter:  {trees['after']}\n")
+    print("| scenario | figure | before | after | after / before |")
+    print("|---|---|---:|---:|---:|")
+    for scenario in scenarios:
+        for key, label in FIGURES:
+            before, after = (
+                statistics.median(run[key] for run in runs[side][scenario.name]) for side in trees
+            )
+            print(f"| {scenario.name} | {label} | {before:g} | {after:g} | {after / before:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
