@@ -76,13 +76,33 @@ def test_search_is_case_insensitive_substring(client, post_thought):
 
 
 @pytest.mark.parametrize(
-    "word, expected", [("100%", ["100% sure"]), ("a_b", ["a_b"]), ("\\", ["back\\slash"])]
+    "word, expected",
+    [
+        ("100%", ["100% sure"]),
+        ("a_b", ["a_b"]),
+        ("\\", ["back\\slash"]),
+        ("k\\s", ["back\\slash"]),
+        ("/", ["a/b"]),
+        ("a/b", ["a/b"]),
+        ('"', ['say "hi"']),
+        ('"HI"', ['say "hi"']),
+        ("it's", ["it's"]),
+        ("%_", []),
+    ],
 )
-def test_search_wildcards_match_themselves(client, post_thought, word, expected):
-    for text in ("100% sure", "1000 sure", "a_b", "axb", "back\\slash"):
+def test_search_wildcards_and_quotes_match_themselves(client, post_thought, word, expected):
+    for text in ("100% sure", "1000 sure", "a_b", "axb", "back\\slash", "a/b", 'say "hi"', "it's"):
         post_thought(text)
     response = client.get("/api/thoughts/", query_string={"search": word})
     assert [t["text"] for t in response.json] == expected
+
+
+def test_search_word_of_the_maximum_length(client, post_thought):
+    longest = post_thought("w" * MAX_TEXT_LENGTH)
+    post_thought("w" * (MAX_TEXT_LENGTH - 1) + "x")
+    response = client.get("/api/thoughts/", query_string={"search": "W" * MAX_TEXT_LENGTH})
+    assert response.json == [longest]
+    assert response.headers["X-Total-Count"] == "1"
 
 
 def test_search_too_long_is_400(client):

@@ -2,6 +2,7 @@
 
 import logging
 import select
+import sqlite3
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
@@ -18,6 +19,47 @@ logger = logging.getLogger(__name__)
 
 # PostgreSQL only: trigrams let `text ILIKE '%word%'` read an index instead of every row.
 SEARCH_INDEX_NAME = "ix_thought_text_trgm"
+
+# SQLite only: FTS5's trigram tokenizer indexes the text, so that the search reads the rows
+# that hold the word's trigrams instead of every row (pg_trgm's job on PostgreSQL). It is
+# external-content: it keeps the trigrams only and reads the text from thought, and triggers
+# keep it in step with every write, the service's and an operator's. case_sensitive 0 folds
+# case, more than LIKE does (beyond ASCII), so the index only narrows down the candidates
+# and the search's LIKE decides (api_namespace.py).
+SQLITE_SEARCH_INDEX = "thought_text_trigram"
+SQLITE_SEARCH_TRIGGERS = (
+    "thought_text_trigram_insert",
+    "thought_text_trigram_delete",
+    "thought_text_trigram_update",
+)
+SQLITE_SEARCH_SETUP = (
+    """CREATE VIRTUAL TABLE IF NOT EXISTS thought_text_trigram USING fts5(
+        text, content='thought', content_rowid='id', tokenize='trigram case_sensitive 0'
+    )""",
+    "DROP TRIGGER IF EXISTS thought_text_trigram_insert",
+    """CREATE TRIGGER thought_text_trigram_insert AFTER INSERT ON thought BEGIN
+        INSERT INTO thought_text_trigram (rowid, text) VALUES (new.id, new.text);
+    END""",
+    # An external-content index forgets a row only when told the text it indexed.
+    "DROP TRIGGER IF EXISTS thought_text_trigram_delete",
+    """CREATE TRIGGER thought_text_trigram_delete AFTER DELETE ON thought BEGIN
+        INSERT INTO thought_text_trigram (thought_text_trigram, rowid, text) VALUES ('delete', old.id, old.text);
+    END""",
+    # The service never changes a text, but an operator's UPDATE must not leave the index stale.
+    "DROP TRIGGER IF EXISTS thought_text_trigram_update",
+    """CREATE TRIGGER thought_text_trigram_update AFTER UPDATE OF id, text ON thought BEGIN
+        INSERT INTO thought_text_trigram (thought_text_trigram, rowid, text) VALUES ('delete', old.id, old.text);
+        INSERT INTO thought_text_trigram (rowid, text) VALUES (new.id, new.text);
+    END""",
+    # Indexes the rows already there (a database of an earlier version), from scratch.
+    "INSERT INTO thought_text_trigram (thought_text_trigram) VALUES ('rebuild')",
+)
+# The trigram tokenizer came with SQLite 3.34.0.
+SQLITE_TRIGRAM_SINCE = (3, 34, 0)
+# How long a start waits for another one that holds the write lock to set up the schema.
+# The app's busy timeout (5 s) is too short for a rebuild: 0.4 s at 100 000 rows here, 50 s
+# for a million rows of 110 random characters.
+SQLITE_SCHEMA_WAIT_MS = 600_000
 
 # PostgreSQL only: the number of thoughts, kept by triggers, for the X-Total-Count of the
 # unfiltered list. COUNT(*) there reads a whole index: 0.1 s at a million rows. SQLite's
@@ -117,11 +159,12 @@ def create_schema(engine: sa.Engine) -> None:
 
     On PostgreSQL, several instances starting at once (a new Deployment, `--scale`) take
     turns through an advisory lock: without it, two CREATE TABLEs can race and one fails.
+    On SQLite they take turns through the database's write lock (create_sqlite_schema).
     """
     from . import models  # noqa: F401  (registers the tables on the metadata)
 
-    if engine.dialect.name != "postgresql":
-        Base.metadata.create_all(engine)
+    if engine.dialect.name == "sqlite":
+        create_sqlite_schema(engine)
         return
     with engine.connect() as lock_holder:
         lock_holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
@@ -132,6 +175,66 @@ def create_schema(engine: sa.Engine) -> None:
         finally:
             lock_holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
             lock_holder.commit()
+
+
+def create_sqlite_schema(engine: sa.Engine) -> None:
+    """Create the table and its search index (SQLite), or what is missing of them.
+
+    A database of an earlier version has the table and no index: the index is built from
+    its rows, once. Everything is made in one transaction that holds the write lock from
+    its start (BEGIN IMMEDIATE): another instance starting at the same time waits for it,
+    then finds everything made, so nothing is built twice or seen half made.
+    """
+    with engine.connect() as connection:
+        require_trigram_support(connection)
+        # A restart with everything in place takes no write lock, so it never waits for
+        # the running instances' writes nor holds them up.
+        if sqlite_schema_is_complete(connection):
+            return
+        waited_before_ms = connection.scalar(sa.text("PRAGMA busy_timeout"))
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_SCHEMA_WAIT_MS}")
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            Base.metadata.create_all(connection)
+            # Another instance may have made it all while this one waited for the lock.
+            if not sqlite_schema_is_complete(connection):
+                for statement in SQLITE_SEARCH_SETUP:
+                    connection.exec_driver_sql(statement)
+            connection.commit()
+        finally:
+            connection.rollback()  # after a failure; nothing to undo after the commit
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(waited_before_ms)}")
+
+
+def sqlite_schema_is_complete(connection: sa.Connection) -> bool:
+    names = set(
+        connection.scalars(sa.text("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')"))
+    )
+    return {"thought", SQLITE_SEARCH_INDEX, *SQLITE_SEARCH_TRIGGERS} <= names
+
+
+def require_trigram_support(connection: sa.Connection) -> None:
+    """Stop the start, in one sentence, when this SQLite cannot keep the search index.
+
+    Not a fallback to reading the whole table: once a database has the index, its triggers
+    make every write to thought go through FTS5, so a process without FTS5 could not write
+    there at all. Failing at the start says so before any request does.
+    """
+    version, has_fts5 = connection.execute(
+        sa.text("SELECT sqlite_version(), sqlite_compileoption_used('ENABLE_FTS5')")
+    ).one()
+    if has_fts5 and tuple(int(part) for part in version.split(".")) >= SQLITE_TRIGRAM_SINCE:
+        return
+    needed = ".".join(str(part) for part in SQLITE_TRIGRAM_SINCE)
+    problem = (
+        f"this SQLite ({version}, {'with' if has_fts5 else 'without'} FTS5) cannot index the search: "
+        f"it needs FTS5 and its trigram tokenizer, in SQLite {needed} or later built with FTS5"
+    )
+    # An OperationalError, as for a database that cannot be used: init_db.py reports its
+    # sentence and the start stops.
+    raise sa.exc.OperationalError(
+        "-- the search index needs FTS5 trigram", None, sqlite3.OperationalError(problem)
+    )
 
 
 def create_total_counter(engine: sa.Engine) -> None:

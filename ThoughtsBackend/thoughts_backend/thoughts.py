@@ -88,11 +88,16 @@ class Selection:
     values are bound per request (`limit`, `offset` and the selection's own parameters).
     """
 
-    def __init__(self, *where, stored_totals: dict | None = None):
+    def __init__(self, *where, stored_totals: dict | None = None, source=None, order_by=None):
+        """`source` and `order_by`, for a selection that reads an index table joined to the
+        thoughts: what it selects from, and a column whose order is the ids' order."""
         self.where = where
+        self.source = Thought.__table__ if source is None else source
+        self.order_by = Thought.__table__.c.id if order_by is None else order_by
         self._page_json: dict[str, object] = {}
-        # COUNT(*) on the table itself: SQLite then counts b-tree pages instead of rows.
-        self.count = select(func.count()).select_from(Thought.__table__).where(*where)
+        # COUNT(*) on the table itself: SQLite then counts b-tree pages instead of rows. The
+        # same source and filter as the page's, so that the total counts what the pages show.
+        self.count = select(func.count()).select_from(self.source).where(*where)
         # Per database, a statement that reads the total kept up to date (see db.py).
         self.stored_totals = stored_totals or {}
 
@@ -101,8 +106,9 @@ class Selection:
         if dialect not in self._page_json:
             page = (
                 select(*shown_columns(dialect))
+                .select_from(self.source)
                 .where(*self.where)
-                .order_by(Thought.__table__.c.id)
+                .order_by(self.order_by)
                 .limit(bindparam("limit"))
                 .offset(bindparam("offset"))
                 .subquery("page")
