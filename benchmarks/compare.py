@@ -4,8 +4,9 @@
         [--database sqlite|postgresql] [--rows 200] [--scenarios get,list] [--rounds 4]
 
 `--code` is the other tree, e.g. an older commit's: `git archive <commit> ThoughtsBackend |
-tar -x -C /tmp/old`. Each tree gets a database of its own, seeded alike (seed.py), and its
-own service under the real uwsgi.ini (processes=2). Then every scenario runs on one, then
+tar -x -C /tmp/old`. Each tree gets a database of its own, seeded alike (seed.py) but laid
+out by that tree's own schema setup, and its own service under the real uwsgi.ini
+(processes=2). Then every scenario runs on one, then
 the other, `--rounds` times, and the medians are printed.
 
 This machine's speed drifts more between minutes than most changes move a figure; runs
@@ -15,6 +16,7 @@ change help"; `make bench` is the one for the absolute figures and the ceiling r
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +29,17 @@ import seed  # noqa: E402
 import servers  # noqa: E402
 
 FIGURES = (("requests_per_second", "req/s"), ("cpu_ms_per_request", "CPU ms/req"), ("p99_ms", "p99 ms"))
+
+
+def seeded_by(tree: Path, call: str) -> str:
+    """Run a seed.py `call` with `tree`'s schema setup (its create_schema, in a process of its
+    own), and return the URL it gives: each side's database is laid out by its own code, so a
+    change to the schema (an index, a trigger) is measured too."""
+    program = f"import sys; sys.path[:0] = [{str(tree)!r}, {str(HERE)!r}]; import seed; print({call})"
+    finished = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=False)
+    if finished.returncode != 0:
+        sys.exit(f"seeding with {tree} failed:\n{finished.stderr}")
+    return finished.stdout.strip().splitlines()[-1]
 
 
 def main() -> int:
@@ -57,9 +70,13 @@ def main() -> int:
             for side, tree in trees.items():
                 if args.database == "postgresql":
                     databases.append(seed.PostgresqlDatabase(run_benchmarks.POSTGRES_SERVER_URL))
-                    url = databases[-1].create(args.rows)
+                    url = seeded_by(
+                        tree,
+                        f"seed.PostgresqlDatabase({run_benchmarks.POSTGRES_SERVER_URL!r}, "
+                        f"{databases[-1].name!r}).create({args.rows})",
+                    )
                 else:
-                    url = seed.seed_sqlite(scratch / f"{side}.sqlite3", args.rows)
+                    url = seeded_by(tree, f"seed.seed_sqlite({str(scratch / side)!r}, {args.rows})")
                 servers.CODE = tree  # servers.service serves servers.CODE
                 services[side] = servers.service(url, bench.public_key_file, 2).start()
             for round_number in range(1, args.rounds + 1):

@@ -62,9 +62,9 @@ def seed_sqlite(path, rows: int) -> str:
 class PostgresqlDatabase:
     """A database of its own on the server at `server_url`, dropped by `drop()`."""
 
-    def __init__(self, server_url: str):
+    def __init__(self, server_url: str, name: str | None = None):
         self.server_url = sa.make_url(server_url).set(drivername="postgresql+psycopg")
-        self.name = f"thoughts_bench_{uuid.uuid4().hex[:10]}"
+        self.name = name or f"thoughts_bench_{uuid.uuid4().hex[:10]}"
         self.url = self.server_url.set(database=self.name)
 
     def _admin(self):
