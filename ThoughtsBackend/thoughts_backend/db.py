@@ -127,7 +127,8 @@ def configure_postgresql(engine: sa.Engine) -> None:
     client between its queries (this service neither LISTENs nor changes settings). So a
     readable socket, checked with a zero-timeout poll, is what finds a dead connection.
     SQLAlchemy's pool_pre_ping finds the same by sending `SELECT 1` on every checkout: a
-    network round trip, and 0.12 ms of CPU, per request.
+    round trip per request, which cost a get by id 0.05 ms of CPU and 0.07 ms of waiting
+    here (in-process, on loopback; more across a network), and the server a statement.
 
     A connection that dies while in use still fails its request (503), as with a ping: the
     ping cannot close that race either.
