@@ -29,6 +29,7 @@ import requests
 import sqlalchemy as sa
 
 from thoughts_backend import create_app
+from thoughts_backend import db as thoughts_db
 from thoughts_backend.db import create_schema, db
 from thoughts_backend.token_validation import encode_token
 
@@ -463,6 +464,8 @@ def test_a_healthy_pooled_connection_is_reused_without_a_round_trip(postgresql_a
         engine = db.engine
     pings = []
     monkeypatch.setattr(engine.dialect, "do_ping", lambda dbapi_connection: pings.append(1) or True)
+    # Back in use at once, as under load, however slow this machine is.
+    monkeypatch.setattr(thoughts_db, "PING_AFTER_IDLE_SECONDS", 60)
     client = postgresql_app.test_client()
     assert client.get("/api/thoughts/").status_code == 200
     made = connections_made(engine)
@@ -470,6 +473,27 @@ def test_a_healthy_pooled_connection_is_reused_without_a_round_trip(postgresql_a
         assert client.get("/api/thoughts/").status_code == 200
         assert client.get("/api/thoughts/1/").status_code == 404
     assert (made, pings) == ([], [])
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize(("idle_seconds_before_a_ping", "status"), [(0, 200), (60, 503)])
+def test_a_silently_dead_pooled_connection_is_found_by_a_ping_once_idle(
+    postgresql_app, monkeypatch, idle_seconds_before_a_ping, status
+):
+    """A server that vanished sends nothing: the socket shows nothing to read (made so
+    here), and only a ping finds the connection dead. An idle connection gets one; a busy
+    one does not, and its request fails (503), the price of no ping per request."""
+    with postgresql_app.app_context():
+        engine = db.engine
+    engine.dispose()
+    with engine.connect() as connection:  # the pool's only connection, the next request's
+        backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    terminate_backend(backend)
+    monkeypatch.setattr(thoughts_db, "has_something_to_read", lambda dbapi_connection: False)
+    monkeypatch.setattr(thoughts_db, "PING_AFTER_IDLE_SECONDS", idle_seconds_before_a_ping)
+    made = connections_made(engine)
+    assert postgresql_app.test_client().get("/api/thoughts/").status_code == status
+    assert len(made) == (1 if status == 200 else 0)
 
 
 @pytest.mark.faults

@@ -3,6 +3,7 @@
 import logging
 import select
 import sqlite3
+import time
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
@@ -116,32 +117,62 @@ def configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
         cursor.close()
 
 
+# A pooled PostgreSQL connection back in use within this many seconds is not pinged
+# (HikariCP's aliveBypassWindowMs is the same idea, at 0.5 s): under load no request pays
+# for a ping, and a connection that sat idle longer is checked before a request uses it.
+PING_AFTER_IDLE_SECONDS = 0.5
+RETURNED_AT = "thoughts_returned_at"
+
+
 def configure_postgresql(engine: sa.Engine) -> None:
-    """Replace a pooled PostgreSQL connection that the server has closed, before a request
-    uses it, without a round trip to the server on every request.
+    """Replace a pooled PostgreSQL connection that is dead, before a request uses it,
+    without a round trip to the server on every request.
 
-    When PostgreSQL ends a connection (a restart, a failover, pg_terminate_backend, an idle
-    timeout), it sends the client an error and closes the socket; a connection to a host
-    that has vanished gets an error from TCP keepalive (config.py). Either way the idle
-    pooled socket becomes readable, while a healthy idle one never is: nothing is sent to a
-    client between its queries (this service neither LISTENs nor changes settings). So a
-    readable socket, checked with a zero-timeout poll, is what finds a dead connection.
-    SQLAlchemy's pool_pre_ping finds the same by sending `SELECT 1` on every checkout: a
-    round trip per request, which cost a get by id 0.05 ms of CPU and 0.07 ms of waiting
-    here (in-process, on loopback; more across a network), and the server a statement.
+    Two checks at checkout, cheapest first:
+    - When PostgreSQL ends a connection (a restart, pg_terminate_backend, an idle timeout),
+      it sends the client an error and closes the socket; TCP keepalive (config.py) puts a
+      socket in error after 16 s of silence. Either way the socket becomes readable, while
+      a healthy idle one never is: nothing is sent to a client between its queries (this
+      service neither LISTENs nor changes settings). A zero-timeout poll sees it.
+    - A server that vanished without a word (its host lost, its address moved to a new
+      primary) leaves nothing to read. So a connection idle for more than
+      PING_AFTER_IDLE_SECONDS is also pinged (`SELECT 1`), as SQLAlchemy's pool_pre_ping
+      does on every checkout; busy connections skip the ping, which cost a get by id
+      0.05 ms of CPU and 0.07 ms of waiting here (in-process, on loopback; a round trip
+      across a network), and the server a statement.
 
-    A connection that dies while in use still fails its request (503), as with a ping: the
-    ping cannot close that race either.
+    What neither check can catch fails its request with a 503 (Retry-After), and SQLAlchemy
+    then drops the whole pool: a connection that dies in use (pool_pre_ping cannot close
+    that race either), and one that vanished silently while busy (pool_pre_ping would
+    have found it, 2 s later, by its ping's timeout).
     """
     if engine.dialect.name != "postgresql":
         return
+    driver_error = engine.dialect.loaded_dbapi.Error
+
+    @sa.event.listens_for(engine, "checkin")
+    def note_when_returned(_dbapi_connection, record):
+        if record is not None:
+            record.info[RETURNED_AT] = time.monotonic()
 
     @sa.event.listens_for(engine, "checkout")
-    def replace_if_closed_by_the_server(dbapi_connection, _record, _proxy):
-        if dbapi_connection.closed or dbapi_connection.broken or has_something_to_read(dbapi_connection):
-            # The pool discards this connection and makes a new one, which this check sees
-            # again; a new connection that cannot be made fails the request (503).
+    def replace_if_dead(dbapi_connection, record, _proxy):
+        returned_at = record.info.get(RETURNED_AT)
+        if returned_at is None:
+            # Just connected: nothing to check. (A new connection refused here would end
+            # the pool's retries with an error that is not a database error: a 500.)
+            return
+        if dbapi_connection.closed or has_something_to_read(dbapi_connection):
+            # The pool discards this connection and makes a new one; a new connection that
+            # cannot be made fails the request (503).
             raise sa.exc.DisconnectionError("PostgreSQL has closed this pooled connection")
+        if time.monotonic() - returned_at > PING_AFTER_IDLE_SECONDS:
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except driver_error as error:
+                raise sa.exc.DisconnectionError(
+                    f"a pooled connection did not answer a ping: {error}"
+                ) from error
 
 
 def has_something_to_read(dbapi_connection) -> bool:
