@@ -10,7 +10,13 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from thoughts_backend.api_namespace import SEARCHES, SQLITE_INDEXED_SEARCH, search_of, search_pattern
+from thoughts_backend.api_namespace import (
+    SEARCHES,
+    SQLITE_INDEXED_SEARCH,
+    fts5_phrase,
+    search_of,
+    search_pattern,
+)
 from thoughts_backend.db import (
     SQLITE_SEARCH_INDEX,
     SQLITE_SEARCH_SETUP,
@@ -185,7 +191,7 @@ def indexed_rowids(connection, word: str) -> list[int]:
     return list(
         connection.scalars(
             sa.text("SELECT rowid FROM thought_text_trigram WHERE thought_text_trigram MATCH :phrase"),
-            {"phrase": f'"{word}"'},
+            {"phrase": fts5_phrase(word)},
         )
     )
 

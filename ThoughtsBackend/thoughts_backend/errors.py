@@ -6,7 +6,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from .db import db
-from .request_limits import discard_unread_chunks, enforce_request_limits
+from .request_limits import BODY_DONE, discard_unread_chunks, enforce_request_limits
 from .token_validation import TokenError
 
 BEARER_REALM = "thoughts"
@@ -16,8 +16,6 @@ DATABASE_RETRY_AFTER_SECONDS = 1
 # next bytes with a reset, and the client reports "connection reset" instead of the answer
 # (4 in 10 over-limit uploads did). So the rest is read and dropped first, up to this much.
 MAX_DISCARDED_BODY_BYTES = 1024 * 1024
-# Set in the environ when reading the body failed: it is not waited for a second time.
-BODY_READ_FAILED = "thoughts_backend.body_read_failed"
 
 
 class ApiError(Exception):
@@ -78,7 +76,7 @@ def body_stalled_answer(_error: ClientDisconnected):
     """The body stopped arriving: uWSGI's router passes it on as it comes, and a worker
     waits socket-timeout (uwsgi.ini) for each piece, then gives up. Werkzeug calls that a
     disconnection; for a client still there, it is a request that timed out."""
-    request.environ[BODY_READ_FAILED] = True
+    request.environ[BODY_DONE] = True  # not to be waited for a second time
     message = (
         "The request body stopped arriving before the Content-Length it announced; "
         "send the whole body without pausing"
@@ -113,7 +111,7 @@ def end_database_session(_error: BaseException | None) -> None:
 
 
 def discard_unread_body(response: Response) -> Response:
-    if response.status_code < 400 or request.environ.get(BODY_READ_FAILED):
+    if response.status_code < 400 or request.environ.get(BODY_DONE):
         return response
     discard_unread_chunks(MAX_DISCARDED_BODY_BYTES)
     if request.content_length:

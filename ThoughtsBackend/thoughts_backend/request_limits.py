@@ -32,8 +32,9 @@ MAX_HEADER_FIELDS = 100
 MAX_HEADER_BYTES = 32 * 1024
 # The header fields that reach the environ without the HTTP_ prefix.
 FIELDS_WITHOUT_PREFIX = ("CONTENT_TYPE", "CONTENT_LENGTH")
-# Set in the environ once a chunked body has been read to its end.
-CHUNKED_BODY_READ = "thoughts_backend.chunked_body_read"
+# Set in the environ once the body needs no more reading: a chunked body read to its end,
+# or a body whose reading failed (cut off, stalled), which is not waited for a second time.
+BODY_DONE = "thoughts_backend.body_done"
 
 
 def request_target_length(environ: dict) -> int:
@@ -97,11 +98,11 @@ def read_chunked_body(environ: dict) -> None:
                     f"The body is over {limit} bytes (MAX_CONTENT_LENGTH); send a smaller one"
                 )
     except OSError as error:
-        environ[CHUNKED_BODY_READ] = True  # cut off or stalled: not to be waited for again
+        environ[BODY_DONE] = True  # cut off or stalled: not to be waited for again
         raise BadRequest("The chunked body is malformed, was cut off or stopped arriving") from error
     # From here on, the body is an ordinary one (werkzeug ignores Content-Length next to
     # Transfer-Encoding: chunked, and would read nothing).
-    environ[CHUNKED_BODY_READ] = True
+    environ[BODY_DONE] = True
     del environ["HTTP_TRANSFER_ENCODING"]
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
@@ -109,9 +110,10 @@ def read_chunked_body(environ: dict) -> None:
 
 def discard_unread_chunks(max_bytes: int) -> None:
     """After an error answered before a chunked body was read to its end: read the rest and
-    drop it, up to max_bytes, so that the client gets the answer rather than a reset."""
+    drop it, up to max_bytes, so that the client gets the answer rather than a reset. The
+    caller has checked BODY_DONE."""
     environ = request.environ
-    if "uwsgi.version" not in environ or CHUNKED_BODY_READ in environ:
+    if "uwsgi.version" not in environ:
         return
     if environ.get("HTTP_TRANSFER_ENCODING", "").strip().lower() != "chunked" or "CONTENT_LENGTH" in environ:
         return
@@ -123,4 +125,3 @@ def discard_unread_chunks(max_bytes: int) -> None:
             discarded += len(chunk)
     except OSError:
         pass  # cut off or malformed: nothing more to read
-    environ[CHUNKED_BODY_READ] = True

@@ -1,5 +1,7 @@
 """What the API namespaces share: the thought's API model, paging, lookup and input checks."""
 
+import functools
+
 from flask import Response, request
 from flask_restx import Namespace, fields, inputs, reqparse
 from sqlalchemy import Text, bindparam, cast, func, literal_column, select, text
@@ -126,25 +128,19 @@ class Selection:
         return self._page_json[dialect]
 
 
-class OneThought:
-    """One thought by id, as JSON the database writes (as a page's items), per database."""
-
-    def __init__(self):
-        self._json: dict[str, object] = {}
-
-    def json(self, dialect: str):
-        if dialect not in self._json:
-            shown = {column.name: column for column in shown_columns(dialect)}
-            thought = thought_object(shown, dialect)
-            if dialect == "postgresql":
-                thought = cast(thought, Text)
-            self._json[dialect] = select(thought).where(Thought.__table__.c.id == bindparam("id"))
-        return self._json[dialect]
+@functools.cache
+def one_thought_json(dialect: str):
+    """SELECT one thought by id, as JSON the database writes (as a page's items): built once
+    per database."""
+    shown = {column.name: column for column in shown_columns(dialect)}
+    thought = thought_object(shown, dialect)
+    if dialect == "postgresql":
+        thought = cast(thought, Text)
+    return select(thought).where(Thought.__table__.c.id == bindparam("id"))
 
 
 ALL_THOUGHTS = Selection(stored_totals={"postgresql": text("SELECT thoughts FROM thought_total")})
 THOUGHTS_OF_USER = Selection(Thought.__table__.c.username == bindparam("username"))
-ONE_THOUGHT = OneThought()
 
 
 def page_of(selection: Selection, limit: int, offset: int, **parameters):
@@ -174,7 +170,7 @@ def one_thought_or_404(thought_id: int) -> Response:
     body = None
     if thought_id <= LARGEST_ID:
         with db.engine.connect() as connection:
-            body = connection.scalar(ONE_THOUGHT.json(connection.dialect.name), {"id": thought_id})
+            body = connection.scalar(one_thought_json(connection.dialect.name), {"id": thought_id})
     if body is None:
         raise ApiError(404, f"Thought {thought_id} does not exist")
     return json_response(body)
