@@ -77,8 +77,7 @@ def main() -> int:
                     )
                 else:
                     url = seeded_by(tree, f"seed.seed_sqlite({str(scratch / side)!r}, {args.rows})")
-                servers.CODE = tree  # servers.service serves servers.CODE
-                services[side] = servers.service(url, bench.public_key_file, 2).start()
+                services[side] = servers.service(url, bench.public_key_file, 2, code=tree).start()
             for round_number in range(1, args.rounds + 1):
                 bench.say(f"round {round_number} of {args.rounds}")
                 for scenario in scenarios:

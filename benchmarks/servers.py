@@ -91,10 +91,10 @@ class Server:
         wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in tree), 30, 0.05, "uWSGI exit")
 
 
-def service(database_url: str, public_key_file: Path, processes: int) -> Server:
-    """ThoughtsBackend on `database_url`, as `make run` serves it."""
+def service(database_url: str, public_key_file: Path, processes: int, code: Path | None = None) -> Server:
+    """ThoughtsBackend on `database_url`, as `make run` serves it: CODE's, or `code`'s."""
     env = {"DATABASE_URL": database_url, "PUBLIC_KEY_FILE": str(public_key_file)}
-    return Server(CODE, env, processes, ready_path="/api/thoughts/?limit=1")
+    return Server(code or CODE, env, processes, ready_path="/api/thoughts/?limit=1")
 
 
 def ceiling(processes: int) -> Server:
