@@ -193,7 +193,9 @@ def _verify(token: str, source, key_set, leeway: int, rules: "TokenRules") -> tu
             raise TokenError("The token's key (kid) is not one this service trusts")
         raise TokenError(f"No key this service trusts verifies {algorithm} tokens")
 
-    required = ["exp", rules.username_claim]
+    # The user-name claim is checked after the audience: a token for another API (an ID
+    # token, say) is refused as that, whatever claims it lacks.
+    required = ["exp"]
     required += ["iss"] if rules.issuer is not None else []
     required += ["aud"] if rules.audience is not None else []
     for candidate in candidates:
@@ -232,6 +234,8 @@ def _verify(token: str, source, key_set, leeway: int, rules: "TokenRules") -> tu
         raise TokenError("The token was issued in the future")
 
     claim = rules.username_claim
+    if claim not in payload:
+        raise TokenError(f"The token has no {claim!r} claim")
     username = payload[claim]
     if not isinstance(username, str) or not username.strip() or len(username) > MAX_USERNAME_LENGTH:
         raise TokenError(f"The token's {claim} must be a string of 1 to {MAX_USERNAME_LENGTH} characters")
