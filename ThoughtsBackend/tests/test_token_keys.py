@@ -186,10 +186,19 @@ def test_a_jwks_file_is_read_again_when_it_changes(tmp_path):
 
     wait_for(accepted, timeout=5, what="the new key of the JWK Set file was not accepted")
     assert "kid) is not one this service trusts" in refused(source, token(old, kid="old"))
-    # A broken version leaves the keys as they were.
+
+
+def test_a_broken_jwks_file_version_keeps_the_keys(tmp_path):
+    key, clock = new_key(), Clock()
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [public_jwk(key, kid="k1")]}))
+    source = JwksFile(str(path), RULES.algorithms, clock=clock)
     path.write_text("{ broken")
-    time.sleep(token_keys.FILE_CHECK_INTERVAL_SECONDS * 1.5)  # the file's status is looked at once a second
-    assert decode_token(new_token, source, rules=RULES, cache=None)
+    clock.now += token_keys.FILE_CHECK_INTERVAL_SECONDS
+    assert decode_token(token(key), source, rules=RULES, cache=None).username == "alice"
+    path.write_text(json.dumps({"keys": []}))  # a new version again, and still not usable
+    clock.now += token_keys.FILE_CHECK_INTERVAL_SECONDS
+    assert decode_token(token(key), source, rules=RULES, cache=None).username == "alice"
 
 
 @pytest.fixture

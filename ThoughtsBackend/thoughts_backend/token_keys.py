@@ -135,13 +135,22 @@ class KeySet:
         return [key for key in pool if algorithm in key.algorithms]
 
 
-def _check_key(key, source: str, allowed: tuple[str, ...]) -> frozenset[str]:
+def _refuse_published(key, source: str) -> None:
     if fingerprint(key) in PUBLISHED_KEY_FINGERPRINTS:
         raise KeySourceError(
             f"{source} is the original ThoughtsBackend's example key, whose private key is public: "
             "anyone could sign tokens for it. Make your own pair with `python -m thoughts_backend generate-keys`"
         )
-    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MINIMUM_RSA_KEY_BITS:
+
+
+def _is_weak(key) -> bool:
+    return isinstance(key, rsa.RSAPublicKey) and key.key_size < MINIMUM_RSA_KEY_BITS
+
+
+def _check_key(key, source: str, allowed: tuple[str, ...]) -> frozenset[str]:
+    """The allowed algorithms this key may verify; a published or weak key is an error."""
+    _refuse_published(key, source)
+    if _is_weak(key):
         raise KeySourceError(
             f"{source} is a {key.key_size}-bit RSA key; use at least {MINIMUM_RSA_KEY_BITS} bits"
         )
@@ -218,12 +227,10 @@ def keys_from_jwks(document, source: str, allowed: tuple[str, ...]) -> KeySet:
         kid = jwk.get("kid")
         if kid is not None and not isinstance(kid, str):
             continue
-        try:
-            algorithms = _check_key(key, f"{source} key {kid!r}", allowed)
-        except KeySourceError as error:
-            if "original ThoughtsBackend" in str(error):
-                raise
-            continue  # a weak RSA key: never used
+        _refuse_published(key, f"{source} key {kid!r}")
+        if _is_weak(key):
+            continue  # an IdP's set may still list an old short key: never used
+        algorithms = algorithms_for(key) & frozenset(allowed)
         if declared is not None:
             algorithms &= {declared}
         if algorithms:
