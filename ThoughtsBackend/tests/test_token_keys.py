@@ -351,3 +351,15 @@ def test_https_checks_the_certificate(tmp_path):
         assert server.url.startswith("https://127.0.0.1:")
         with pytest.raises(KeySourceError, match="CERTIFICATE_VERIFY_FAILED"):
             token_keys.fetch_json(f"{server.url}/jwks")
+
+
+def test_an_rsa_jwk_without_alg_verifies_every_allowed_rsa_algorithm():
+    rsa_key, p384 = new_key(), new_key("P-384")
+    rules = TokenRules(issuer=ISSUER, audience="thoughts", algorithms=("PS256", "RS512", "ES384"))
+    source = jwks_source(
+        public_jwk(rsa_key, kid="rsa"), public_jwk(p384, kid="p384"), allowed=rules.algorithms
+    )
+    for algorithm in ("PS256", "RS512"):
+        assert decode_token(token(rsa_key, kid="rsa", algorithm=algorithm), source, rules=rules, cache=None)
+    assert decode_token(token(p384, kid="p384", algorithm="ES384"), source, rules=rules, cache=None)
+    assert "algorithm must be one of PS256, RS512, ES384" in refused(source, token(rsa_key, kid="rsa"), rules)
