@@ -29,6 +29,7 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": str(64 * 1024),
     "SQLITE_BUSY_TIMEOUT_MS": "5000",
     "POSTGRES_STATEMENT_TIMEOUT_MS": "3000",
+    "MIGRATE_ON_START": "true",
 }
 
 # The names a caller may set, in the environment or in create_app's overrides.
@@ -215,11 +216,26 @@ def flask_config(settings: Mapping) -> dict:
         "TOKEN_LEEWAY_SECONDS": _integer(settings, "TOKEN_LEEWAY_SECONDS", minimum=0, maximum=300),
         "MAX_CONTENT_LENGTH": _integer(settings, "MAX_CONTENT_LENGTH", minimum=1024),
         "PUBLIC_KEY_OBJECT": load_public_key(settings),
+        # Whether uWSGI's master migrates the database before it forks (wsgi.py).
+        "MIGRATE_ON_START": _boolean(settings, "MIGRATE_ON_START"),
         # flask-restx: plain JSON errors, no "did you mean" guesses, no X-Fields header in the docs.
         "RESTX_ERROR_404_HELP": False,
         "RESTX_MASK_SWAGGER": False,
         "PROPAGATE_EXCEPTIONS": False,
     }
+
+
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _boolean(settings: Mapping, name: str) -> bool:
+    value = settings[name]
+    if isinstance(value, bool):
+        return value
+    try:
+        return BOOLEANS[str(value).strip().lower()]
+    except KeyError:
+        raise ConfigError(f"{name} must be true or false, not {value!r}") from None
 
 
 def _integer(settings: Mapping, name: str, minimum: int, maximum: int | None = None) -> int:
