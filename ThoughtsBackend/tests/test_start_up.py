@@ -1,6 +1,6 @@
 """Starting the service: one import of the app per start, and a clear refusal when it cannot.
 
-uWSGI's master loads wsgi.py, which checks the settings and creates the schema (init_db.py's
+uWSGI's master loads wsgi.py, which checks the settings and migrates the schema to head (init_db.py's
 main) before the workers are forked: start_server.sh runs no Python of its own, except once
 to make a key pair when none is given or kept.
 """
@@ -217,7 +217,7 @@ def test_the_flask_cli_loads_wsgi_without_touching_the_database(tmp_path, silent
 
 @pytest.mark.postgresql
 def test_instances_starting_together_on_a_new_database_all_serve(postgresql_server_url, public_key_file):
-    """A new Deployment starts its pods at once: each master creates the schema in turn."""
+    """A new Deployment starts its pods at once: each master migrates in turn (the advisory lock), once."""
     engine = sa.create_engine(postgresql_server_url)
     drop_schema(engine)
     env = {"DATABASE_URL": postgresql_server_url, "PUBLIC_KEY_FILE": str(public_key_file)}
