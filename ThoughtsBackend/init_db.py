@@ -1,4 +1,5 @@
-"""Create the database schema if it is missing; safe to run on every start."""
+"""Bring the database schema to the migrations' head (as `flask db upgrade` does); safe to run
+on every start. wsgi.py runs this in uWSGI's master unless MIGRATE_ON_START is false."""
 
 import os
 import sys
@@ -6,7 +7,8 @@ import sys
 import sqlalchemy as sa
 
 from thoughts_backend.config import ConfigError, database_url, gather_settings, postgresql_connect_args
-from thoughts_backend.db import configure_sqlite, create_schema
+from thoughts_backend.db import configure_sqlite
+from thoughts_backend.schema import DatabaseIsNewer, upgrade_schema
 
 
 def main() -> int:
@@ -18,19 +20,24 @@ def main() -> int:
         return 2
     # The app's connect timeouts (what DATABASE_URL sets wins), so that a database that does
     # not answer fails this in seconds instead of holding uWSGI's master, at a start or a
-    # reload, for ever. No statement timeout (0): creating an index on a big table may take long.
+    # reload, for ever. No statement timeout (0): a migration on a big table may take long.
     connect_args = postgresql_connect_args(url, 0) if url.get_backend_name() == "postgresql" else {}
     engine = sa.create_engine(url, connect_args=connect_args)
     configure_sqlite(engine, 5000)
+    where = url.render_as_string(hide_password=True)
     try:
-        create_schema(engine)
+        upgrade_schema(engine)
     except sa.exc.OperationalError as error:
-        where = url.render_as_string(hide_password=True)
         print(f"init_db: cannot use the database at {where}: {error.orig}", file=sys.stderr)
         return 1
+    except DatabaseIsNewer as error:
+        # A rollback to this release during or after a rolling update: expand-then-contract
+        # (README) keeps a newer schema readable by the release before it.
+        print(f"init_db: {error}; serving it without migrating", file=sys.stderr)
+        return 0
     finally:
         engine.dispose()
-    print(f"init_db: schema ready in {url.render_as_string(hide_password=True)}", file=sys.stderr)
+    print(f"init_db: schema ready in {where}", file=sys.stderr)
     return 0
 
 

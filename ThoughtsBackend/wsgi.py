@@ -1,7 +1,9 @@
 """The app as uWSGI serves it: its master imports this, then forks the workers from it.
 
-Under uWSGI, the settings are checked, then the schema made ready (as `python init_db.py`
-does), in this one process, so a start pays for the imports once. At a first start, a
+Under uWSGI, the settings are checked, then the schema brought to the migrations' head (as
+`python init_db.py` and `flask db upgrade` do; not with MIGRATE_ON_START=false, for a
+deployment that migrates in a step of its own), in this one process, so a start pays for
+the imports once. At a first start, a
 setting or a database that cannot be used stops it with one sentence: uWSGI exits with
 status 2 (a setting) or 1 (the database). A reload (`r` on the master FIFO) imports this
 again: with the database away then, the service goes on, answering 503 until it is back.
@@ -25,7 +27,7 @@ except ConfigError as error:
     print(f"wsgi: {error}", file=sys.stderr)
     sys.exit(2)
 
-if uwsgi is not None:
+if uwsgi is not None and application.config["MIGRATE_ON_START"]:
     import init_db
 
     status = init_db.main()

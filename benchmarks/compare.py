@@ -32,7 +32,7 @@ FIGURES = (("requests_per_second", "req/s"), ("cpu_ms_per_request", "CPU ms/req"
 
 
 def seeded_by(tree: Path, call: str) -> str:
-    """Run a seed.py `call` with `tree`'s schema setup (its create_schema, in a process of its
+    """Run a seed.py `call` with `tree`'s schema setup (its migrations or create_schema, in a process of its
     own), and return the URL it gives: each side's database is laid out by its own code, so a
     change to the schema (an index, a trigger) is measured too."""
     program = f"import sys; sys.path[:0] = [{str(tree)!r}, {str(HERE)!r}]; import seed; print({call})"

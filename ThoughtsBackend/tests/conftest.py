@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from thoughts_backend import create_app
-from thoughts_backend.db import create_schema, db
+from thoughts_backend.db import db
+from thoughts_backend.schema import upgrade_schema
 from thoughts_backend.token_validation import encode_token
 
 # The image carries the service's requirements only (docker-compose's test-sqlite and
@@ -133,16 +134,32 @@ def app_overrides(database_url, public_pem) -> dict:
 
 @contextlib.contextmanager
 def app_with_schema(overrides: dict):
-    """An app with its tables created; dropped, and its connections closed, afterwards."""
+    """An app with its database migrated to head; emptied, and its connections closed, afterwards."""
     app = create_app(overrides)
     with app.app_context():
-        create_schema(db.engine)
+        upgrade_schema(db.engine)
     try:
         yield app
     finally:
         with app.app_context():
-            db.metadata.drop_all(db.engine)
+            drop_schema(db.engine)
             db.engine.dispose()
+
+
+# Everything the migrations (or a test's own earlier database) may have made.
+SCHEMA_TABLES = ("thought_text_trigram", "thought", "thought_model", "thought_total", "alembic_version")
+
+
+def drop_schema(engine: sa.Engine) -> None:
+    """Leave the database empty, as the next test expects the shared PostgreSQL one, whatever
+    state a test left it in (a plain DROP: quicker than a downgrade, and it cannot fail on a
+    half-made schema; downgrades have tests of their own in test_migrations.py)."""
+    with engine.begin() as connection:
+        cascade = " CASCADE" if connection.dialect.name == "postgresql" else ""
+        for table in SCHEMA_TABLES:
+            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}{cascade}")
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("DROP FUNCTION IF EXISTS thought_total_update()")
 
 
 @pytest.fixture

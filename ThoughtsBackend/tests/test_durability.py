@@ -15,10 +15,9 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token
 
-from .conftest import wait_for
+from .conftest import drop_schema, wait_for
 from .test_faults import Load, served, stored_texts
 
 WRITERS = 6
@@ -56,7 +55,7 @@ def database_url(request, tmp_path):
     yield url
     # The test database is shared by the run: leave it as the other tests expect it.
     engine = sa.create_engine(url)
-    db.metadata.drop_all(engine)
+    drop_schema(engine)
     engine.dispose()
 
 

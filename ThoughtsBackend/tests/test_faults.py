@@ -30,7 +30,8 @@ import sqlalchemy as sa
 
 from thoughts_backend import create_app
 from thoughts_backend import db as thoughts_db
-from thoughts_backend.db import create_schema, db
+from thoughts_backend.db import db
+from thoughts_backend.schema import upgrade_schema
 from thoughts_backend.token_validation import encode_token
 
 from .conftest import POSTGRES_TEST_URL, app_with_schema, cannot_run, postgresql_required, wait_for
@@ -528,7 +529,7 @@ def test_write_committed_just_before_the_database_stops_is_201(public_pem, make_
     with PostgresInstance.create() as database:
         app = create_app({"DATABASE_URL": database.url, "PUBLIC_KEY": public_pem})
         with app.app_context():
-            create_schema(db.engine)
+            upgrade_schema(db.engine)
 
         def stop_the_database(_session):
             database.stop(mode="immediate")

@@ -1,4 +1,4 @@
-"""init_db.py creates the schema idempotently, with the username index, on both databases."""
+"""init_db.py migrates the schema to head, idempotently, with the username index, on both databases."""
 
 import os
 import subprocess
@@ -6,6 +6,8 @@ import sys
 
 import pytest
 import sqlalchemy as sa
+
+from .conftest import drop_schema
 
 CODE_DIR = os.path.dirname(os.path.dirname(__file__))
 
@@ -35,8 +37,7 @@ def test_init_db_twice_keeps_data(database_url):
         assert connection.scalar(sa.text("SELECT text FROM thought")) == "kept"
     indexes = sa.inspect(engine).get_indexes("thought")
     assert any(index["column_names"] == ["username"] for index in indexes)
-    with engine.begin() as connection:
-        connection.execute(sa.text("DROP TABLE thought"))
+    drop_schema(engine)
     engine.dispose()
 
 
@@ -68,8 +69,7 @@ def test_init_db_unreachable_database_is_a_clear_failure():
 def test_several_instances_starting_at_once_all_succeed(postgresql_server_url):
     """A new Deployment starts its pods together: every init_db.py must succeed."""
     engine = sa.create_engine(postgresql_server_url)
-    with engine.begin() as connection:
-        connection.execute(sa.text("DROP TABLE IF EXISTS thought CASCADE"))
+    drop_schema(engine)
     starts = [
         subprocess.Popen(
             [sys.executable, "init_db.py"],
@@ -84,6 +84,5 @@ def test_several_instances_starting_at_once_all_succeed(postgresql_server_url):
     for start in starts:
         start.stderr.close()
     assert [code for code, _ in outcomes] == [0, 0, 0, 0], outcomes
-    with engine.begin() as connection:
-        connection.execute(sa.text("DROP TABLE thought CASCADE"))
+    drop_schema(engine)
     engine.dispose()

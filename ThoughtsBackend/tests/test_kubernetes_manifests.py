@@ -361,3 +361,17 @@ def test_kubernetes_waits_for_prestop_and_the_drain_before_killing(pod, containe
     assert stop_timeout >= uwsgi_ini_setting("worker-reload-mercy")
     grace = pod["spec"]["terminationGracePeriodSeconds"]
     assert grace >= pre_stop + stop_timeout + GRACE_MARGIN_SECONDS
+
+
+def test_the_migration_is_a_step_of_its_own_before_the_service(resources, pod, container):
+    """The init container migrates with the service's image, settings and database; the
+    service then skips its own start-up migration."""
+    (migrate,) = pod["spec"]["initContainers"]
+    assert migrate["command"] == ["python", "init_db.py"]
+    assert migrate["image"] == container["image"]
+    assert migrate["envFrom"] == container["envFrom"]
+    database = [variable for variable in container["env"] if variable["name"] == "DATABASE_URL"]
+    assert [variable for variable in migrate["env"] if variable["name"] == "DATABASE_URL"] == database
+    assert migrate["securityContext"] == container["securityContext"]
+    assert resources["ConfigMap"]["data"]["MIGRATE_ON_START"] == "false"
+    assert gather_settings({"MIGRATE_ON_START": "false"})["MIGRATE_ON_START"] == "false"

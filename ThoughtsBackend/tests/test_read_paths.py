@@ -8,8 +8,10 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from thoughts_backend.db import SEARCH_INDEX_NAME, TOTAL_TRIGGERS, create_schema, db
+from thoughts_backend.db import db
 from thoughts_backend.models import Thought
+from thoughts_backend.schema import downgrade_schema, upgrade_schema
+from thoughts_backend.search import SEARCH_INDEX_NAME
 
 
 @pytest.fixture
@@ -124,9 +126,9 @@ def test_postgresql_search_reads_the_trigram_index(app, post_thought):
     with app.app_context():
         indexes = {index["name"] for index in sa.inspect(db.engine).get_indexes("thought")}
         assert SEARCH_INDEX_NAME in indexes
-        # Twice: the schema setup runs on every start.
-        create_schema(db.engine)
-        from thoughts_backend.api_namespace import SEARCHES
+        # Twice: the migration runs on every start, and does nothing at head.
+        assert upgrade_schema(db.engine) is False
+        from thoughts_backend.search import SEARCHES
 
         page = SEARCHES["postgresql"].page_json("postgresql")
         with db.engine.connect() as connection:
@@ -163,11 +165,12 @@ def test_schema_without_the_extension_right_warns_once_and_search_still_works(
 ):
     engine = sa.create_engine(database_without_trigram_rights)
     try:
-        with caplog.at_level(logging.WARNING, logger="thoughts_backend.db"):
-            create_schema(engine)
+        with caplog.at_level(logging.WARNING, logger="thoughts_backend.schema"):
+            upgrade_schema(engine)
         (warning,) = caplog.records
         assert "pg_trgm" in warning.getMessage()
         assert "CREATE EXTENSION pg_trgm" in warning.getMessage()
+        assert f"CREATE INDEX {SEARCH_INDEX_NAME} ON thought USING gin" in warning.getMessage()
         assert "permission denied" in warning.getMessage()
         with engine.begin() as connection:
             connection.execute(sa.insert(Thought.__table__).values(username="u", text="Hay and needle"))
@@ -223,22 +226,22 @@ def test_postgresql_stored_total_follows_every_write(app, client, post_thought, 
 def test_postgresql_stored_total_starts_from_the_rows_already_there(app):
     with app.app_context():
         engine = db.engine
-        # A database from before the stored total: the table and rows, no triggers.
+        # A database from before the stored total (revision 0003), with rows.
+        downgrade_schema(engine, "0003")
         with engine.begin() as connection:
-            for trigger in TOTAL_TRIGGERS:
-                connection.exec_driver_sql(f"DROP TRIGGER {trigger} ON thought")
-            connection.exec_driver_sql("DROP TABLE thought_total")
             connection.execute(
                 sa.text(
                     "INSERT INTO thought (username, text, timestamp) SELECT 'old', 't', now() FROM generate_series(1, 7)"
                 )
             )
-        create_schema(engine)
-        create_schema(engine)  # again, as on every start: nothing changes
+        assert upgrade_schema(engine) is True
+        assert upgrade_schema(engine) is False  # again, as on every start: nothing changes
         with engine.connect() as connection:
             assert stored_and_counted(connection) == (7, 7)
-        # The thought table dropped and made again (as the tests do): the total restarts at 0.
-        db.metadata.drop_all(engine)
-        create_schema(engine)
+        # Taken back to before the total and forward again: counted afresh.
+        downgrade_schema(engine, "0003")
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DELETE FROM thought WHERE id > 3")
+        upgrade_schema(engine)
         with engine.connect() as connection:
-            assert stored_and_counted(connection) == (0, 0)
+            assert stored_and_counted(connection) == (3, 3)

@@ -11,12 +11,16 @@ takes a pod through:
    the Service's endpoints; the Deployment's preStop sleep covers the time that takes).
    Requests already on their way to the instance carry on.
 2. SIGTERM to start_server.sh, and wait for it to exit: it answers what is in flight.
-3. start it again, on a new port (a new pod has a new address), and wait until /readyz
-   answers 200.
+3. start it again, on a new port (a new pod has a new address), with the next release's
+   code, and wait until /readyz answers 200. That release adds a migration (a column and
+   an index, the expand half of expand-then-contract): the first instance restarted runs
+   it in its master, under the advisory lock, while the old instances serve; the next
+   find the database at head. Old and new code serve the one database side by side.
 4. into rotation at its new address (a Ready pod joins the endpoints); then the next.
 
-It asserts that no client request failed and that every acknowledged write (201) is
-readable, exactly once, from every instance directly. The figures (requests served, each
+It asserts that no client request failed, that every acknowledged write (201) is
+readable, exactly once, from every instance directly, and that the database ends at the
+new release's revision, with what it added. The figures (requests served, each
 instance's share, latency percentiles before and during the roll, restart timings, how
 many requests nginx passed to another instance) go to test-artifacts/scale_out.json and
 to stdout.
@@ -50,7 +54,7 @@ import requests
 import sqlalchemy as sa
 
 from .conftest import POSTGRES_TEST_URL, cannot_run, postgresql_required, wait_for
-from .uwsgi_process import ServedApp, free_port
+from .uwsgi_process import CODE_DIR, ServedApp, free_port
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.postgresql]
 
@@ -385,10 +389,55 @@ def load_balancer(tmp_path, nginx_binary, instances):
     nginx.stop()
 
 
+# --- the next release ----------------------------------------------------------------------
+
+# The revision the next release adds: a nullable column and an index, which the running
+# release's statements (explicit columns, ORM inserts naming theirs) never notice.
+NEXT_REVISION = "9001"
+NEXT_MIGRATION = f"""\"\"\"The scale-out test's next release: expand (a column, an index).\"\"\"
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{NEXT_REVISION}"
+down_revision = "{{head}}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("thought", sa.Column("edited_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_thought_edited_at", "thought", ["edited_at"])
+
+
+def downgrade():
+    op.drop_index("ix_thought_edited_at", table_name="thought")
+    op.drop_column("thought", "edited_at")
+"""
+
+
+@pytest.fixture
+def next_release(tmp_path) -> Path:
+    """This code, plus one migration: what a rolling update brings in."""
+    from thoughts_backend.schema import head_revision
+
+    code = tmp_path / "next-release"
+    shutil.copytree(
+        CODE_DIR,
+        code,
+        ignore=shutil.ignore_patterns("__pycache__", "tests", "keys", "*.sqlite3*", "test-artifacts"),
+    )
+    migration = NEXT_MIGRATION.replace("{head}", head_revision())
+    (code / "migrations" / "versions" / f"{NEXT_REVISION}_expand.py").write_text(migration)
+    return code
+
+
 # --- the test ------------------------------------------------------------------------------
 
 
-def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(instances, load_balancer, make_token):
+def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(
+    instances, load_balancer, make_token, next_release, shared_database_url
+):
     test_deadline = time.monotonic() + TEST_DEADLINE_SECONDS
     first_addresses = [address_of(server) for server in instances]
 
@@ -417,6 +466,7 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(instance
         roll_started, roll_started_epoch = time.monotonic(), time.time()
         in_rotation = [server.port for server in instances]
         for server in instances:
+            server.code_dir = next_release
             restarts.append(roll_one(server, load_balancer, in_rotation, test_deadline))
         roll_ended, roll_ended_epoch = time.monotonic(), time.time()
         # Each restarted instance is serving again: nginx sends it its share of requests.
@@ -475,6 +525,14 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(instance
     print(f"\nscale-out figures ({ARTIFACT}):\n{json.dumps(figures, indent=2)}")
 
     assert failures == [], f"{len(failures)} client requests failed, first ones: {failures[:10]}"
+    engine = sa.create_engine(shared_database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.scalar(sa.text("SELECT version_num FROM alembic_version")) == NEXT_REVISION
+            columns = {column["name"] for column in sa.inspect(connection).get_columns("thought")}
+            assert "edited_at" in columns
+    finally:
+        engine.dispose()
     assert all(step["exit_code"] == 0 for step in restarts), restarts
     # Every acknowledged write is there, exactly once, on every instance: none lost, none
     # written twice by a resent request.

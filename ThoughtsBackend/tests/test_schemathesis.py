@@ -19,9 +19,9 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token
 
+from .conftest import drop_schema
 from .uwsgi_process import ServedApp
 
 # Minutes, not seconds: with the long fault tests in `make test-faults`, which CI runs too.
@@ -43,7 +43,7 @@ def service(request, tmp_path_factory, public_key_file):
     if request.param == "postgresql":
         # The test database is shared by the run: leave it as the other tests expect it.
         engine = sa.create_engine(database_url)
-        db.metadata.drop_all(engine)
+        drop_schema(engine)
         engine.dispose()
 
 

@@ -1,6 +1,6 @@
 """Starting the service: one import of the app per start, and a clear refusal when it cannot.
 
-uWSGI's master loads wsgi.py, which checks the settings and creates the schema (init_db.py's
+uWSGI's master loads wsgi.py, which checks the settings and migrates the schema to head (init_db.py's
 main) before the workers are forked: start_server.sh runs no Python of its own, except once
 to make a key pair when none is given or kept.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from thoughts_backend.db import SCHEMA_LOCK_KEY
+from thoughts_backend.schema import SCHEMA_LOCK_KEY
 
-from .conftest import wait_for
+from .conftest import drop_schema, wait_for
 from .uwsgi_process import CODE_DIR, ServedApp, free_port, is_alive
 
 
@@ -217,18 +217,16 @@ def test_the_flask_cli_loads_wsgi_without_touching_the_database(tmp_path, silent
 
 @pytest.mark.postgresql
 def test_instances_starting_together_on_a_new_database_all_serve(postgresql_server_url, public_key_file):
-    """A new Deployment starts its pods at once: each master creates the schema in turn."""
+    """A new Deployment starts its pods at once: each master migrates in turn (the advisory lock), once."""
     engine = sa.create_engine(postgresql_server_url)
-    with engine.begin() as connection:
-        connection.execute(sa.text("DROP TABLE IF EXISTS thought CASCADE"))
+    drop_schema(engine)
     env = {"DATABASE_URL": postgresql_server_url, "PUBLIC_KEY_FILE": str(public_key_file)}
     with contextlib.ExitStack() as stack:
         instances = [stack.enter_context(contextlib.closing(ServedApp(env))) for _ in range(3)]
         with ThreadPoolExecutor(len(instances)) as pool:
             list(pool.map(ServedApp.start, instances))
         assert [instance.get("/api/thoughts/")[0] for instance in instances] == [200, 200, 200]
-    with engine.begin() as connection:
-        connection.execute(sa.text("DROP TABLE thought CASCADE"))
+    drop_schema(engine)
     engine.dispose()
 
 
@@ -241,6 +239,7 @@ def test_a_stop_signal_while_the_master_is_still_starting(
     gets a SIGTERM: it finishes starting, then stops gracefully (0); or a second SIGTERM:
     it is killed at once (1). Either way the script exits and nothing is left running."""
     engine = sa.create_engine(postgresql_server_url)
+    drop_schema(engine)  # an empty database: the start has a migration to run, under the lock
     served = ServedApp({"DATABASE_URL": postgresql_server_url, "PUBLIC_KEY_FILE": str(public_key_file)})
     try:
         with engine.connect() as lock_holder, engine.connect() as observer:
@@ -273,6 +272,7 @@ def test_a_stop_signal_while_the_master_is_still_starting(
         assert ("stopped by force" in served.output) == (status == 1)
     finally:
         served.close()
+        drop_schema(engine)
         engine.dispose()
 
 

@@ -1,18 +1,16 @@
 """/api/thoughts/ (public reading) and /api/me/thoughts/ (the caller's own thoughts)."""
 
 from flask_restx import Namespace, Resource, fields
-from sqlalchemy import bindparam, column, table
 
 from .auth import BEARER_SECURITY, caller_claims
-from .db import SQLITE_SEARCH_INDEX, db
+from .db import db
 from .errors import ApiError
 from .models import MAX_TEXT_LENGTH, Thought
+from .search import MAX_SEARCH_LENGTH, search_of
 from .thoughts import (
     ALL_THOUGHTS,
     THOUGHTS_OF_USER,
     TOTAL_COUNT_HEADER,
-    Selection,
-    invalid_input,
     one_thought_or_404,
     page_of,
     page_parser,
@@ -21,7 +19,6 @@ from .thoughts import (
     thought_or_404,
 )
 
-MAX_SEARCH_LENGTH = MAX_TEXT_LENGTH
 # The spec states what the routes refuse, so that the contract says which requests are
 # valid: no NUL character, and (for a text) not only whitespace.
 NO_NUL_PATTERN = r"^[^\x00]*$"
@@ -47,7 +44,7 @@ search_parser = page_parser()
 
 
 def search_word(value: str) -> str:
-    """The `search` argument as given: the route checks it; __schema__ documents those checks."""
+    """The `search` argument as given: search.search_pattern checks it; __schema__ documents those checks."""
     return value
 
 
@@ -62,54 +59,6 @@ search_parser.add_argument(
 
 PAGE_HEADERS = {TOTAL_COUNT_HEADER: "How many thoughts match, over all pages"}
 TOKEN_ERRORS = {401: "No valid bearer token"}
-
-
-# Case-insensitive substring search. PostgreSQL's ILIKE can use the trigram index that
-# create_schema makes. SQLite's LIKE already ignores case, for ASCII letters only, exactly
-# as lower() does there; a lower() on the column would only cost a call per row.
-SEARCHES = {
-    "postgresql": Selection(Thought.text.ilike(bindparam("pattern"), escape="/")),
-    "sqlite": Selection(Thought.text.like(bindparam("pattern"), escape="/")),
-}
-
-# FTS5's trigram tokenizer indexes every run of 3 characters: a shorter word has none to
-# look up (FTS5 would find nothing), so SQLite reads the whole table for it.
-TRIGRAM_LENGTH = 3
-trigram_index = table(SQLITE_SEARCH_INDEX, column("rowid"), column(SQLITE_SEARCH_INDEX))
-# SQLite, words of 3 characters or more: the trigram index finds the candidates, and the
-# same LIKE as the plain search keeps exactly its matches (the index folds more than ASCII
-# case). The index hands out its rows in rowid order, which is the ids' order, so a page
-# stops reading at its last row instead of collecting every candidate and sorting them.
-SQLITE_INDEXED_SEARCH = Selection(
-    trigram_index.c[SQLITE_SEARCH_INDEX].op("MATCH")(bindparam("phrase")),
-    Thought.text.like(bindparam("pattern"), escape="/"),
-    source=trigram_index.join(Thought.__table__, Thought.__table__.c.id == trigram_index.c.rowid),
-    order_by=trigram_index.c.rowid,
-)
-
-
-def search_pattern(word: str) -> str:
-    if len(word) > MAX_SEARCH_LENGTH:
-        raise invalid_input("search", f"'search' must be at most {MAX_SEARCH_LENGTH} characters")
-    if "\x00" in word:
-        raise invalid_input("search", "'search' must not contain NUL characters")
-    # % and _ in the word match themselves, not any character.
-    escaped = word.replace("/", "//").replace("%", "/%").replace("_", "/_")
-    return f"%{escaped}%"
-
-
-def fts5_phrase(word: str) -> str:
-    """The word as one FTS5 string: inside double quotes nothing is query syntax, and a
-    double quote is written twice."""
-    return '"' + word.replace('"', '""') + '"'
-
-
-def search_of(dialect: str, word: str) -> tuple[Selection, dict]:
-    """The selection that searches for `word` on this database, and its parameters."""
-    parameters = {"pattern": search_pattern(word)}
-    if dialect == "sqlite" and len(word) >= TRIGRAM_LENGTH:
-        return SQLITE_INDEXED_SEARCH, {**parameters, "phrase": fts5_phrase(word)}
-    return SEARCHES[dialect], parameters
 
 
 @api_namespace.route("/thoughts/")

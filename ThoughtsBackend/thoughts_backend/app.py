@@ -15,6 +15,7 @@ from .db import configure_postgresql, configure_sqlite, db
 from .errors import JsonErrorsApi, register_error_handlers
 from .observability import init_observability
 from .operations_namespace import operations_namespace
+from .schema import MIGRATIONS_DIRECTORY
 
 
 class JsonRequest(Request):
@@ -55,6 +56,29 @@ def create_app(overrides: Mapping | None = None) -> Flask:
     api.add_namespace(operations_namespace, path="/")
     register_error_handlers(app, api)
 
+    if not under_uwsgi():
+        init_migrate_commands(app)
     app.cli.add_command(generate_keys)
     app.cli.add_command(create_token)
     return app
+
+
+def under_uwsgi() -> bool:
+    """Whether this process is uWSGI's (its `uwsgi` module exists only there)."""
+    try:
+        import uwsgi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def init_migrate_commands(app: Flask) -> None:
+    """`flask db ...` (Flask-Migrate) on this app's database and migrations/ folder.
+
+    Not in the served app: importing Flask-Migrate (and so Alembic) would cost every start
+    about half again of the app's own imports, and uWSGI needs neither on a database already
+    at head (schema.upgrade_schema imports Alembic only when there is something to do).
+    """
+    from flask_migrate import Migrate
+
+    Migrate(app, db, directory=str(MIGRATIONS_DIRECTORY))

@@ -35,6 +35,7 @@ DEFAULTS = {
     "TOKEN_ADMIN_SCOPE": "admin",
     "TOKEN_ALGORITHMS": "RS256",
     "JWKS_REFRESH_SECONDS": "60",
+    "MIGRATE_ON_START": "true",
 }
 
 # The names a caller may set, in the environment or in create_app's overrides.
@@ -292,6 +293,8 @@ def flask_config(settings: Mapping) -> dict:
         "TOKEN_LEEWAY_SECONDS": _integer(settings, "TOKEN_LEEWAY_SECONDS", minimum=0, maximum=300),
         "MAX_CONTENT_LENGTH": _integer(settings, "MAX_CONTENT_LENGTH", minimum=1024),
         **token_config(settings),
+        # Whether uWSGI's master migrates the database before it forks (wsgi.py).
+        "MIGRATE_ON_START": _boolean(settings, "MIGRATE_ON_START"),
         # flask-restx: plain JSON errors, no "did you mean" guesses, no X-Fields header in the docs.
         "RESTX_ERROR_404_HELP": False,
         "RESTX_MASK_SWAGGER": False,
@@ -306,6 +309,19 @@ def token_config(settings: Mapping) -> dict:
     source = key_source(settings, algorithms)
     first = source.current().keys[0].key if isinstance(source, StaticKeys) else None
     return {"TOKEN_KEYS": source, "TOKEN_RULES": rules, "PUBLIC_KEY_OBJECT": first}
+
+
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _boolean(settings: Mapping, name: str) -> bool:
+    value = settings[name]
+    if isinstance(value, bool):
+        return value
+    try:
+        return BOOLEANS[str(value).strip().lower()]
+    except KeyError:
+        raise ConfigError(f"{name} must be true or false, not {value!r}") from None
 
 
 def _integer(settings: Mapping, name: str, minimum: int, maximum: int | None = None) -> int:

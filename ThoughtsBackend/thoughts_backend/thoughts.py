@@ -100,7 +100,8 @@ class Selection:
         # COUNT(*) on the table itself: SQLite then counts b-tree pages instead of rows. The
         # same source and filter as the page's, so that the total counts what the pages show.
         self.count = select(func.count()).select_from(self.source).where(*where)
-        # Per database, a statement that reads the total kept up to date (see db.py).
+        # Per database, a statement that reads the total kept up to date (PostgreSQL: the
+        # trigger-kept thought_total of migrations/versions/0004_thought_total.py).
         self.stored_totals = stored_totals or {}
 
     def page_json(self, dialect: str):

@@ -53,8 +53,9 @@ if [ -z "${PUBLIC_KEY:-}${PUBLIC_KEY_FILE:-}${JWKS_FILE:-}${JWKS_URL:-}${TOKEN_I
 fi
 [ "$signals" -eq 0 ] || exit 0
 
-# 2. The database schema is created, if missing, by uWSGI's master as it loads the app
-# (wsgi.py runs init_db.py's main), before it forks the workers: the app is imported once.
+# 2. The database is migrated to head (unless MIGRATE_ON_START=false) by uWSGI's master
+# as it loads the app (wsgi.py runs init_db.py's main), before it forks the workers: the
+# app is imported once.
 # A bad setting or a database that cannot be used stops uWSGI, with one sentence.
 
 # 3. prometheus_client adds up, for /metrics, the files each worker writes in this
