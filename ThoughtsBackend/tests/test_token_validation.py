@@ -84,6 +84,9 @@ def attack_tokens(private_key, public_pem, valid):
         "two-parts": "abc.def",
         "tampered-payload": tamper(jwt.encode(valid, private_key, algorithm="RS256")),
         "too-long": "a" * (MAX_TOKEN_LENGTH + 1),
+        # Under MAX_TOKEN_LENGTH, deeper than the JSON parser recurses.
+        "header-nested-deep": f"{b64(b'[' * 2500)}.{b64(json.dumps(valid).encode())}.c2ln",
+        "header-not-object": f"{b64(b'[]')}.{b64(json.dumps(valid).encode())}.c2ln",
     }
 
 

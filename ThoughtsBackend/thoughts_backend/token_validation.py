@@ -168,7 +168,8 @@ def _header(token: str) -> tuple[str, str | None]:
     # which doubled the cost of a verification; jwt.decode checks the whole token next.
     try:
         header = json.loads(jwt.utils.base64url_decode(token.partition(".")[0]))
-    except (ValueError, TypeError, binascii.Error):
+    # RecursionError: a header of arrays nested thousands deep, as anyone may send.
+    except (ValueError, TypeError, binascii.Error, RecursionError):
         raise TokenError("The token is malformed or its signature is invalid") from None
     if not isinstance(header, dict):
         raise TokenError("The token is malformed or its signature is invalid")
