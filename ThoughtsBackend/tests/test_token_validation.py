@@ -39,12 +39,11 @@ def valid_payload() -> dict:
 def test_round_trip(private_key, public_key):
     claims = decode_token(encode_token("alice", private_key), public_key)
     assert claims.username == "alice"
-    assert not claims.is_admin
+    assert claims.scopes == frozenset()
 
 
 def test_admin_scope(private_key, public_key):
     claims = decode_token(encode_token("root", private_key, admin=True), public_key)
-    assert claims.is_admin
     assert claims.scopes == {"admin"}
 
 
