@@ -26,7 +26,7 @@ def test_generate_keys_then_create_token(tmp_path):
     public_key = load_public_key(gather_settings({}, {"PUBLIC_KEY_FILE": str(keys / "public.pem")}))
     claims = decode_token(result.stdout.strip(), public_key)
     assert claims.username == "alice"
-    assert not claims.is_admin
+    assert "admin" not in claims.scopes
 
 
 def test_create_admin_token(tmp_path):
@@ -36,7 +36,7 @@ def test_create_admin_token(tmp_path):
         cli, ["create-token", "root", "--admin", "--private-key-file", str(tmp_path / "private.pem")]
     )
     public_key = load_public_key(gather_settings({}, {"PUBLIC_KEY_FILE": str(tmp_path / "public.pem")}))
-    assert decode_token(result.stdout.strip(), public_key).is_admin
+    assert decode_token(result.stdout.strip(), public_key).scopes == {"admin"}
 
 
 def test_generate_keys_refuses_to_overwrite_but_if_missing_keeps(tmp_path):

@@ -92,5 +92,5 @@ def test_the_service_validates_through_the_shared_cache(app, client, auth):
     headers = auth("carol")
     token = headers["Authorization"].removeprefix("Bearer ")
     assert client.get("/api/me/thoughts/", headers=headers).status_code == 200
-    cached = TOKEN_CACHE.get(token, app.config["PUBLIC_KEY_OBJECT"], leeway=0)
+    cached = TOKEN_CACHE.get(token, app.config["TOKEN_KEYS"].current(), leeway=0)
     assert cached == Claims(username="carol", scopes=frozenset())

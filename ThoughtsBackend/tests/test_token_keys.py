@@ -3,11 +3,14 @@
 The served service against a real OpenID provider is in test_identity_provider_http.py.
 """
 
+import contextlib
 import hashlib
 import hmac
 import itertools
 import json
 import os
+import socket
+import threading
 import time
 
 import jwt
@@ -363,3 +366,82 @@ def test_an_rsa_jwk_without_alg_verifies_every_allowed_rsa_algorithm():
         assert decode_token(token(rsa_key, kid="rsa", algorithm=algorithm), source, rules=rules, cache=None)
     assert decode_token(token(p384, kid="p384", algorithm="ES384"), source, rules=rules, cache=None)
     assert "algorithm must be one of PS256, RS512, ES384" in refused(source, token(rsa_key, kid="rsa"), rules)
+
+
+def test_https_with_a_trusted_certificate_fetches(tmp_path, monkeypatch):
+    certificate, key_file = self_signed_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", certificate)  # the README's way to trust a private CA
+    with JwksServer(tls=(certificate, key_file)) as server:
+        server.publish("/jwks", {"keys": [public_jwk(new_key(), kid="k1")]})
+        assert token_keys.fetch_json(f"{server.url}/jwks")["keys"][0]["kid"] == "k1"
+
+
+@contextlib.contextmanager
+def raw_http(*pieces: bytes, pause: float = 0.0):
+    """A loopback server that answers one request with `pieces`, `pause` seconds apart."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer():
+        connection, _ = listener.accept()
+        with connection, contextlib.suppress(OSError):
+            connection.recv(65536)
+            for piece in pieces:
+                connection.sendall(piece)
+                time.sleep(pause)  # the slow server is the point
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/jwks"
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
+    ],
+    ids=["not-http", "bad-chunk", "header-line-too-long"],
+)
+def test_an_answer_that_is_not_http_is_a_failed_fetch(answer):
+    with raw_http(answer) as url:
+        source = RemoteJwks(RULES.algorithms, 60, jwks_url=url, clock=Clock())
+        source.load()  # no exception: the request that fetches must still get its 401
+    assert "could not be fetched" in source.problem()
+
+
+def test_a_jwk_set_nested_thousands_deep_is_not_json(idp):
+    idp.publish("/jwks", b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    source = remote(idp, Clock())
+    source.load()
+    assert "did not answer JSON" in source.problem()
+    with pytest.raises(KeySourceError, match="is not JSON"):
+        token_keys.keys_from_jwks(
+            b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "test", RULES.algorithms
+        )
+
+
+def test_an_answer_trickling_in_gives_up_at_the_timeout():
+    # Each header line comes within the timeout; the whole answer would take 3 s.
+    lines = [b"HTTP/1.1 200 OK\r\n", *[b"X-Slow: yes\r\n"] * 10, b"Content-Length: 2\r\n\r\n{}"]
+    with raw_http(*lines, pause=0.25) as url:
+        source = RemoteJwks(RULES.algorithms, 60, jwks_url=url, clock=Clock(), timeout=0.5)
+        started = time.monotonic()
+        source.load()
+        waited = time.monotonic() - started
+    assert "could not be fetched" in source.problem()
+    assert waited < 1.5  # the timeout is for the whole answer, not for each line
+
+
+def test_discovery_and_the_jwk_set_share_one_timeout(idp):
+    idp.publish("/jwks", {"keys": [public_jwk(new_key(), kid="k1")]})
+    idp.publish("/.well-known/openid-configuration", {"issuer": idp.url, "jwks_uri": f"{idp.url}/jwks"})
+    idp.delay = 0.6  # each answer within the 1 s timeout, both together not
+    source = RemoteJwks(RULES.algorithms, 60, issuer=idp.url, clock=Clock(), timeout=1.0)
+    source.load()
+    assert "could not be fetched" in source.problem()
+    assert idp.hits["/jwks"] == 1

@@ -168,7 +168,7 @@ def test_a_pem_key_of_another_type_than_the_algorithms_is_refused(tmp_path):
 def test_good_settings_choose_the_source_and_rules(tmp_path, public_pem, jwks_file):
     default = token_config(tmp_path, {"PUBLIC_KEY": public_pem})
     assert isinstance(default["TOKEN_KEYS"], StaticKeys) and default["TOKEN_RULES"] is DEFAULT_RULES
-    assert default["PUBLIC_KEY_OBJECT"].key_size == 2048
+    assert [key.key.key_size for key in default["TOKEN_KEYS"].current().keys] == [2048]
 
     from_file = token_config(tmp_path, {"JWKS_FILE": jwks_file, "TOKEN_ISSUER": ISSUER})
     assert isinstance(from_file["TOKEN_KEYS"], JwksFile) and from_file["TOKEN_RULES"].issuer == ISSUER

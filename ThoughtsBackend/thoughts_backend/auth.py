@@ -2,7 +2,7 @@
 
 from flask import current_app, request
 
-from .errors import ApiError
+from .errors import BEARER_REALM, ApiError
 from .token_validation import Claims, validate_authorization_header
 
 BEARER_SECURITY = "bearer"
@@ -31,5 +31,12 @@ def admin_claims() -> Claims:
     claims = caller_claims()
     admin_scope = current_app.config["TOKEN_RULES"].admin_scope
     if admin_scope not in claims.scopes:
-        raise ApiError(403, f"This route needs a token whose scope includes {admin_scope!r}")
+        # RFC 6750 §3.1: the token is valid, its scope is not enough; the scope says which
+        # (config.py let no quote or backslash into it).
+        challenge = f'Bearer realm="{BEARER_REALM}", error="insufficient_scope", scope="{admin_scope}"'
+        raise ApiError(
+            403,
+            f"This route needs a token whose scope includes {admin_scope!r}",
+            headers={"WWW-Authenticate": challenge},
+        )
     return claims

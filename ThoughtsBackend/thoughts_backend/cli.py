@@ -116,8 +116,6 @@ def create_token(
     if not isinstance(key, rsa.RSAPrivateKey):
         raise click.ClickException(f"{private_key_file} is not an RSA private key")
     claims = {name: value for name, value in (("iss", issuer), ("aud", audience)) if value}
-    if admin:
-        claims["scope"] = admin_scope or "admin"
     click.echo(
         encode_token(
             username,
@@ -125,6 +123,7 @@ def create_token(
             admin=admin,
             expires_in=expires_in,
             username_claim=username_claim or "username",
+            admin_scope=admin_scope or "admin",
             **claims,
         )
     )

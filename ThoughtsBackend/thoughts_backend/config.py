@@ -54,9 +54,6 @@ SETTING_NAMES = (
     "TOKEN_AUDIENCE",
 )
 
-MINIMUM_RSA_KEY_BITS = token_keys.MINIMUM_RSA_KEY_BITS
-PUBLISHED_KEY_FINGERPRINTS = token_keys.PUBLISHED_KEY_FINGERPRINTS
-
 
 class ConfigError(Exception):
     """A setting is missing or wrong; the message says which and how to fix it."""
@@ -234,10 +231,6 @@ def key_source(settings: Mapping, algorithms: tuple[str, ...]):
         raise ConfigError(str(error)) from None
 
 
-def public_key_fingerprint(key: rsa.RSAPublicKey) -> str:
-    return token_keys.fingerprint(key)
-
-
 # libpq's own timeouts, so that a PostgreSQL that stops answering, without refusing or
 # resetting (a network partition, a failover that moved its address), costs a request a few
 # seconds and a 503, well inside uWSGI's harakiri, instead of a worker hung until it is
@@ -303,12 +296,9 @@ def flask_config(settings: Mapping) -> dict:
 
 
 def token_config(settings: Mapping) -> dict:
-    """TOKEN_KEYS (the key source), TOKEN_RULES, and PUBLIC_KEY_OBJECT (the first PEM key)."""
+    """TOKEN_KEYS (the key source) and TOKEN_RULES."""
     algorithms = token_algorithms(settings)
-    rules = token_rules(settings, algorithms)
-    source = key_source(settings, algorithms)
-    first = source.current().keys[0].key if isinstance(source, StaticKeys) else None
-    return {"TOKEN_KEYS": source, "TOKEN_RULES": rules, "PUBLIC_KEY_OBJECT": first}
+    return {"TOKEN_KEYS": key_source(settings, algorithms), "TOKEN_RULES": token_rules(settings, algorithms)}
 
 
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}

@@ -20,6 +20,8 @@ the master at fork), and the request that finds them due for a refresh, or that 
 that needs no thread, no lock shared between processes and no uWSGI-only API.
 """
 
+import http.client
+import io
 import ipaddress
 import json
 import logging
@@ -200,7 +202,7 @@ def keys_from_jwks(document, source: str, allowed: tuple[str, ...]) -> KeySet:
     if isinstance(document, bytes | str):
         try:
             document = json.loads(document)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise KeySourceError(f"{source} is not JSON") from None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise KeySourceError(f'{source} is not a JWK Set: expected a JSON object with a "keys" array')
@@ -279,44 +281,108 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _opener(url: str) -> urllib.request.OpenerDirector:
-    handlers: list = [_RefuseRedirects(), urllib.request.HTTPSHandler(context=ssl.create_default_context())]
+class _DeadlineReader(io.RawIOBase):
+    """A response's socket, each wait for data cut at the fetch's deadline.
+
+    A socket timeout bounds one wait only: a server that sends its status line, headers or
+    body a byte at a time would hold the request for as long as it likes.
+    """
+
+    def __init__(self, file, sock, deadline: float):
+        # `file` is the socket's own reader, kept open so that the socket stays open too.
+        self._file, self._sock, self._deadline = file, sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the fetch's time is up")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _until(connection_class, deadline: float):
+    """`connection_class` whose responses are read no later than `deadline`."""
+
+    class Response(http.client.HTTPResponse):
+        def __init__(self, sock, *args, **kwargs):
+            super().__init__(sock, *args, **kwargs)
+            self.fp = io.BufferedReader(_DeadlineReader(self.fp, sock, deadline))
+
+    class Connection(connection_class):
+        response_class = Response
+
+    return Connection
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, request):
+        return self.do_open(_until(http.client.HTTPConnection, self.deadline), request)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: float):
+        self.deadline, self.context = deadline, ssl.create_default_context()
+        super().__init__(context=self.context)
+
+    def https_open(self, request):
+        return self.do_open(_until(http.client.HTTPSConnection, self.deadline), request, context=self.context)
+
+
+def _opener(url: str, deadline: float) -> urllib.request.OpenerDirector:
+    handlers: list = [_RefuseRedirects(), _HTTPHandler(deadline), _HTTPSHandler(deadline)]
     if is_loopback(urllib.parse.urlsplit(url).hostname or ""):
         handlers.append(urllib.request.ProxyHandler({}))  # a proxy would not reach our loopback
     return urllib.request.build_opener(*handlers)
 
 
-def fetch_json(url: str, timeout: float = FETCH_TIMEOUT_SECONDS) -> object:
-    """GET `url` as JSON: no redirects, certificates checked, `timeout` in all, size capped."""
-    deadline = time.monotonic() + timeout
+def fetch_json(url: str, deadline: float | None = None) -> object:
+    """GET `url` as JSON: no redirects, certificates checked, done by `deadline` (a
+    time.monotonic() value; default FETCH_TIMEOUT_SECONDS from now), size capped."""
+    if deadline is None:
+        deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise KeySourceError(f"{url} was not fetched: the time for the fetch ran out before it")
     # check_url let only https, or http to loopback, into the settings and the discovered jwks_uri.
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
     try:
-        with _opener(url).open(request, timeout=timeout) as response:
+        with _opener(url, deadline).open(request, timeout=remaining) as response:
             chunks, size = [], 0
             while chunk := response.read(16384):
                 size += len(chunk)
                 if size > MAX_DOCUMENT_BYTES:
                     raise KeySourceError(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
-                if time.monotonic() > deadline:
-                    raise KeySourceError(f"{url} took more than {timeout:g} s to answer")
                 chunks.append(chunk)
     except urllib.error.HTTPError as error:
         raise KeySourceError(f"{url} answered HTTP {error.code} (redirects are not followed)") from None
     except urllib.error.URLError as error:
         raise KeySourceError(f"{url} could not be fetched ({error.reason})") from None
-    except (OSError, ValueError) as error:  # timeouts, resets, a malformed answer
+    except TimeoutError:
+        raise KeySourceError(f"{url} could not be fetched in the {remaining:.1f} s left") from None
+    # OSError: resets, refusals; HTTPException: not HTTP (a bad status line, chunk or header).
+    except (OSError, ValueError, http.client.HTTPException) as error:
         raise KeySourceError(f"{url} could not be fetched ({type(error).__name__})") from None
     try:
         return json.loads(b"".join(chunks))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise KeySourceError(f"{url} did not answer JSON") from None
 
 
-def discover_jwks_uri(issuer: str, timeout: float = FETCH_TIMEOUT_SECONDS) -> str:
+def discover_jwks_uri(issuer: str, deadline: float | None = None) -> str:
     """The `jwks_uri` of the issuer's OpenID discovery document, whose `issuer` must be ours."""
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    document = fetch_json(url, timeout)
+    document = fetch_json(url, deadline)
     if not isinstance(document, dict) or document.get("issuer") != issuer:
         found = document.get("issuer") if isinstance(document, dict) else None
         raise KeySourceError(f"{url} names the issuer {found!r}, not TOKEN_ISSUER ({issuer!r})")
@@ -470,9 +536,11 @@ class RemoteJwks:
             self._next_attempt = started + MIN_FETCH_INTERVAL_SECONDS
             self.fetch_count += 1
             waiting_since = time.monotonic()  # real time, whatever clock the tests give
+            # One timeout for the discovery document and the JWK Set together.
+            deadline = waiting_since + self.timeout
             try:
-                jwks_url = self.jwks_url or discover_jwks_uri(self.issuer, self.timeout)
-                document = fetch_json(jwks_url, self.timeout)
+                jwks_url = self.jwks_url or discover_jwks_uri(self.issuer, deadline)
+                document = fetch_json(jwks_url, deadline)
                 if document == self._keys.document:
                     keys = self._keys  # unchanged: tokens in the cache stay valid
                 else:
