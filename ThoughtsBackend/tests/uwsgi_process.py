@@ -195,7 +195,7 @@ class ServedApp:
     # --- Looking inside ---
 
     def uwsgi_pids(self) -> set[int]:
-        """The master, its workers and its HTTP router, alive now."""
+        """The master, its workers and its routers (HTTP, fastrouter), alive now."""
         return process_tree(self.master_pid)
 
     def worker_pids(self) -> dict[int, int]:
