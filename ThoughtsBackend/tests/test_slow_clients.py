@@ -1,4 +1,4 @@
-"""Clients that stop sending their body halfway, against the service under uWSGI.
+"""Clients that stop sending their body or head halfway, against the service under uWSGI.
 
 uWSGI's fastrouter (uwsgi.ini) reads every body with a Content-Length whole before a
 worker sees the request: a body that stops arriving costs a router connection, never a
@@ -6,7 +6,8 @@ worker, and its connection is closed fastrouter-timeout seconds after its head, 
 answer (uWSGI's routers have no 408 of their own). A chunked body is not buffered: it
 streams to a worker, which waits socket-timeout (4 s) for each piece, then answers 400,
 without a second wait while the unread rest is discarded (that used to run the request
-into harakiri, 8 s, and get its worker killed).
+into harakiri, 8 s, and get its worker killed). A head that stops arriving is dropped by
+the HTTP router after http-headers-timeout.
 
 Standard library only: the image runs this module too.
 """
@@ -100,3 +101,16 @@ def test_a_chunked_body_that_stops_arriving_gets_a_400_json_and_its_worker_goes_
     assert service.worker_pids() == workers_before
     assert "HARAKIRI" not in service.output
     assert service.get("/api/thoughts/")[0] == 200
+
+
+def test_a_head_that_stops_arriving_is_closed_after_the_headers_timeout(service):
+    """The HTTP router reads heads itself: one that pauses for http-headers-timeout is
+    dropped, without an answer, and held no worker meanwhile."""
+    started = time.monotonic()
+    connection = socket.create_connection(("127.0.0.1", service.port), timeout=ANSWER_TIMEOUT)
+    connection.sendall(b"GET /api/thoughts/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Unfinished: ")
+    assert service.get("/api/thoughts/", timeout=3)[0] == 200
+    assert answer_of(connection) == b""
+    waited = time.monotonic() - started
+    timeout = uwsgi_setting("http-headers-timeout")
+    assert timeout - 1 <= waited <= timeout + 2, waited

@@ -19,7 +19,8 @@ DATABASE_RETRY_AFTER_SECONDS = 1
 # answer; without the fastrouter, the kernel reset the client's connection instead). So
 # the rest is read and dropped first. A body with a Content-Length has already been
 # received whole by the fastrouter (uwsgi.ini): it is read at the speed of a local socket
-# (measured: 64 MiB in about 0.04 s), up to this much and for at most this long.
+# (measured on a shared machine: 64 MiB in 35-165 ms of the worker, 256 MiB in 0.1-0.4 s),
+# up to this much and for at most this long.
 MAX_DISCARDED_BODY_BYTES = 256 * 1024 * 1024
 MAX_DISCARD_SECONDS = 2.0
 # A chunked body is not buffered by the fastrouter and streams from the client as it
@@ -82,9 +83,11 @@ def http_error_answer(error: HTTPException):
 
 
 def body_stalled_answer(_error: ClientDisconnected):
-    """The body stopped arriving: uWSGI's router passes it on as it comes, and a worker
-    waits socket-timeout (uwsgi.ini) for each piece, then gives up. Werkzeug calls that a
-    disconnection; for a client still there, it is a request that timed out."""
+    """The body stopped arriving while a worker read it, waiting socket-timeout (uwsgi.ini)
+    for each piece. Under uwsgi.ini the fastrouter hands workers only whole bodies with a
+    Content-Length, so this answers where a body streams to the worker: a server set up
+    without the fastrouter. Werkzeug calls it a disconnection; for a client still there,
+    it is a request that timed out."""
     request.environ[BODY_DONE] = True  # not to be waited for a second time
     message = (
         "The request body stopped arriving before the Content-Length it announced; "
