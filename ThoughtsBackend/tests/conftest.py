@@ -25,6 +25,7 @@ HOST_TOOLING_TESTS = {
     "test_attacks_http.py": "requests",
     "test_faults.py": "requests",
     "test_durability.py": "requests",  # through test_faults
+    "test_upload_buffer_full.py": "requests",  # through test_faults
     "test_scale_out.py": "requests",
     "test_kubernetes_manifests.py": "yaml",
 }

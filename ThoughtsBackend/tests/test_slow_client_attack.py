@@ -18,8 +18,7 @@ from collections import Counter
 import pytest
 
 from .slow_clients import SlowClients, ordinary_requests
-from .test_slow_clients import uwsgi_setting
-from .uwsgi_process import ServedApp
+from .uwsgi_process import ServedApp, uwsgi_setting
 
 pytestmark = pytest.mark.faults
 

@@ -12,24 +12,17 @@ the HTTP router after http-headers-timeout.
 Standard library only: the image runs this module too.
 """
 
-import configparser
 import json
 import socket
 import time
 
 import pytest
 
-from .uwsgi_process import ServedApp, server_dir
+from .uwsgi_process import ServedApp, uwsgi_setting
 
 # Longer than the fastrouter's deadline for a body (10 s) and shorter than harakiri plus
 # that: a later end would mean a worker was held.
 ANSWER_TIMEOUT = 15
-
-
-def uwsgi_setting(name: str) -> int:
-    ini = configparser.ConfigParser(strict=False, interpolation=None)
-    ini.read(server_dir() / "uwsgi.ini")
-    return int(ini["uwsgi"][name])
 
 
 @pytest.fixture
