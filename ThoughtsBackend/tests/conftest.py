@@ -99,6 +99,16 @@ def public_key_file(tmp_path_factory, public_pem):
     return path
 
 
+@pytest.fixture
+def served_app(tmp_path, public_key_file):
+    """The service under uWSGI (start_server.sh, uwsgi.ini, 2 workers) on a SQLite file of its own."""
+    from .uwsgi_process import ServedApp
+
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "PUBLIC_KEY_FILE": str(public_key_file)}
+    with ServedApp(env, processes=2) as app:
+        yield app
+
+
 @pytest.fixture(scope="session")
 def postgresql_server_url():
     """A throw-away database on the test PostgreSQL, dropped at the end of the run."""

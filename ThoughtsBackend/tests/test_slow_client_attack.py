@@ -18,19 +18,12 @@ from collections import Counter
 import pytest
 
 from .slow_clients import SlowClients, ordinary_requests
-from .uwsgi_process import ServedApp, uwsgi_setting
+from .uwsgi_process import uwsgi_setting
 
 pytestmark = pytest.mark.faults
 
 SLOW_CLIENTS = 64
 ATTACK_SECONDS = 20
-
-
-@pytest.fixture
-def service(tmp_path, public_key_file):
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "PUBLIC_KEY_FILE": str(public_key_file)}
-    with ServedApp(env, processes=2) as app:
-        yield app
 
 
 def slow_body_request(token: str) -> tuple[bytes, int]:
@@ -57,13 +50,13 @@ def ended(clients: SlowClients) -> Counter:
     return Counter((outcome.ended or "open", int(outcome.after)) for outcome in clients.outcomes)
 
 
-def test_slow_bodies_and_heads_starve_no_ordinary_request(service, make_token):
+def test_slow_bodies_and_heads_starve_no_ordinary_request(served_app, make_token):
     request, head_size = slow_body_request(make_token("slow"))
     with (
-        SlowClients(service.port, SLOW_CLIENTS, request, interval=1.0, at_once=head_size) as bodies,
-        SlowClients(service.port, SLOW_CLIENTS, SLOW_HEAD, interval=1.0) as heads,
+        SlowClients(served_app.port, SLOW_CLIENTS, request, interval=1.0, at_once=head_size) as bodies,
+        SlowClients(served_app.port, SLOW_CLIENTS, SLOW_HEAD, interval=1.0) as heads,
     ):
-        ordinary = ordinary_requests(service.port, make_token("ordinary"), seconds=ATTACK_SECONDS)
+        ordinary = ordinary_requests(served_app.port, make_token("ordinary"), seconds=ATTACK_SECONDS)
         bodies_ended, heads_ended = ended(bodies), ended(heads)
 
     p99 = ordinary.percentile(0.99)
@@ -84,4 +77,4 @@ def test_slow_bodies_and_heads_starve_no_ordinary_request(service, make_token):
     # A head a byte a second is not cut short (uWSGI's timers restart at each byte; see
     # uwsgi.ini): it holds a router connection, never a worker.
     assert heads_ended == Counter({("open", 0): SLOW_CLIENTS})
-    assert "HARAKIRI" not in service.output
+    assert "HARAKIRI" not in served_app.output

@@ -16,28 +16,19 @@ import json
 import socket
 import time
 
-import pytest
-
-from .uwsgi_process import ServedApp, uwsgi_setting
+from .uwsgi_process import uwsgi_setting
 
 # Longer than the fastrouter's deadline for a body (10 s) and shorter than harakiri plus
 # that: a later end would mean a worker was held.
 ANSWER_TIMEOUT = 15
 
 
-@pytest.fixture
-def service(tmp_path, public_key_file):
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "PUBLIC_KEY_FILE": str(public_key_file)}
-    with ServedApp(env, processes=2) as app:
-        yield app
-
-
-def stall(service, headers: dict, first_part_of_body: bytes) -> socket.socket:
+def stall(served_app, headers: dict, first_part_of_body: bytes) -> socket.socket:
     """Send a POST's head and the start of its body, then nothing more."""
     head = "POST /api/me/thoughts/ HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(
         f"{name}: {value}\r\n" for name, value in headers.items()
     )
-    connection = socket.create_connection(("127.0.0.1", service.port), timeout=ANSWER_TIMEOUT)
+    connection = socket.create_connection(("127.0.0.1", served_app.port), timeout=ANSWER_TIMEOUT)
     connection.sendall(head.encode() + b"\r\n" + first_part_of_body)
     return connection
 
@@ -60,14 +51,14 @@ def status_and_json(answer: bytes) -> tuple[int, dict]:
     return int(head.split()[1]), json.loads(body)
 
 
-def test_bodies_that_stop_arriving_hold_no_worker_and_are_closed_at_the_deadline(service, make_token):
+def test_bodies_that_stop_arriving_hold_no_worker_and_are_closed_at_the_deadline(served_app, make_token):
     token = {"Authorization": f"Bearer {make_token('slow')}", "Content-Type": "application/json"}
-    workers_before = service.worker_pids()
+    workers_before = served_app.worker_pids()
     started = time.monotonic()
     # As many stalled bodies as workers, and more: with the bodies in the router, none of
     # them holds a worker.
-    stalled = [stall(service, {**token, "Content-Length": "1000"}, b'{"text": "') for _ in range(4)]
-    status, _ = service.get("/api/thoughts/", timeout=3)
+    stalled = [stall(served_app, {**token, "Content-Length": "1000"}, b'{"text": "') for _ in range(4)]
+    status, _ = served_app.get("/api/thoughts/", timeout=3)
     assert status == 200
 
     for connection in stalled:
@@ -76,33 +67,33 @@ def test_bodies_that_stop_arriving_hold_no_worker_and_are_closed_at_the_deadline
     deadline = uwsgi_setting("fastrouter-timeout")
     # uWSGI's timers count whole seconds: the deadline, give or take one.
     assert deadline - 1 <= waited <= deadline + 2, waited
-    assert service.worker_pids() == workers_before
-    assert "HARAKIRI" not in service.output
-    assert service.get("/api/thoughts/")[0] == 200
+    assert served_app.worker_pids() == workers_before
+    assert "HARAKIRI" not in served_app.output
+    assert served_app.get("/api/thoughts/")[0] == 200
 
 
-def test_a_chunked_body_that_stops_arriving_gets_a_400_json_and_its_worker_goes_on(service, make_token):
+def test_a_chunked_body_that_stops_arriving_gets_a_400_json_and_its_worker_goes_on(served_app, make_token):
     """Not buffered by the fastrouter: the one kind of body that waits in a worker, for
     socket-timeout, once."""
     token = {"Authorization": f"Bearer {make_token('slow')}", "Content-Type": "application/json"}
-    workers_before = service.worker_pids()
-    connection = stall(service, {**token, "Transfer-Encoding": "chunked"}, b'400\r\n{"text": "')
+    workers_before = served_app.worker_pids()
+    connection = stall(served_app, {**token, "Transfer-Encoding": "chunked"}, b'400\r\n{"text": "')
     status, body = status_and_json(answer_of(connection))
     assert status == 400
     assert "stopped arriving" in body["message"]
     # The worker was let go after its one wait: not killed, not replaced.
-    assert service.worker_pids() == workers_before
-    assert "HARAKIRI" not in service.output
-    assert service.get("/api/thoughts/")[0] == 200
+    assert served_app.worker_pids() == workers_before
+    assert "HARAKIRI" not in served_app.output
+    assert served_app.get("/api/thoughts/")[0] == 200
 
 
-def test_a_head_that_stops_arriving_is_closed_after_the_headers_timeout(service):
+def test_a_head_that_stops_arriving_is_closed_after_the_headers_timeout(served_app):
     """The HTTP router reads heads itself: one that pauses for http-headers-timeout is
     dropped, without an answer, and held no worker meanwhile."""
     started = time.monotonic()
-    connection = socket.create_connection(("127.0.0.1", service.port), timeout=ANSWER_TIMEOUT)
+    connection = socket.create_connection(("127.0.0.1", served_app.port), timeout=ANSWER_TIMEOUT)
     connection.sendall(b"GET /api/thoughts/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Unfinished: ")
-    assert service.get("/api/thoughts/", timeout=3)[0] == 200
+    assert served_app.get("/api/thoughts/", timeout=3)[0] == 200
     assert answer_of(connection) == b""
     waited = time.monotonic() - started
     timeout = uwsgi_setting("http-headers-timeout")
