@@ -4,10 +4,12 @@
         [--database sqlite|postgresql] [--rows 200] [--scenarios get,list] [--rounds 4]
 
 `--code` is the other tree, e.g. an older commit's: `git archive <commit> ThoughtsBackend |
-tar -x -C /tmp/old`. Each tree gets a database of its own, seeded alike (seed.py) but laid
-out by that tree's own schema setup, and its own service under the real uwsgi.ini
-(processes=2). Then every scenario runs on one, then
-the other, `--rounds` times, and the medians are printed.
+tar -x -C /tmp/old`. Both are served under this checkout's uwsgi.ini, unless `--ini` names
+the other side's (`git archive <commit> docker/app/uwsgi.ini | tar -x -C /tmp/old`), to
+measure a change to uWSGI's settings. Each tree gets a database of its own, seeded alike
+(seed.py) but laid out by that tree's own schema setup, and its own service (processes=2).
+Then every scenario runs on one, then the other, `--rounds` times, and the medians are
+printed.
 
 This machine's speed drifts more between minutes than most changes move a figure; runs
 alternated a few seconds apart drift together. That makes this the tool for "did that
@@ -47,6 +49,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--code", type=Path, required=True, help="the other ThoughtsBackend/ (the 'before')")
+    parser.add_argument("--ini", type=Path, help="the 'before' side's uwsgi.ini (default: this checkout's)")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--scenarios", default="get,list", help=f"of {','.join(run_benchmarks.SCENARIOS)}")
@@ -56,6 +59,7 @@ def main() -> int:
     args = parser.parse_args()
     scenarios = [run_benchmarks.SCENARIOS[name] for name in args.scenarios.split(",")]
     trees = {"before": args.code.resolve(), "after": servers.CODE}
+    inis = {"before": (args.ini or servers.UWSGI_INI).resolve(), "after": servers.UWSGI_INI}
     for tree in trees.values():
         if not (tree / "wsgi.py").exists():
             sys.exit(f"{tree} is not a ThoughtsBackend/ tree (no wsgi.py)")
@@ -77,7 +81,9 @@ def main() -> int:
                     )
                 else:
                     url = seeded_by(tree, f"seed.seed_sqlite({str(scratch / side)!r}, {args.rows})")
-                services[side] = servers.service(url, bench.public_key_file, 2, code=tree).start()
+                services[side] = servers.service(
+                    url, bench.public_key_file, 2, code=tree, ini=inis[side]
+                ).start()
             for round_number in range(1, args.rounds + 1):
                 bench.say(f"round {round_number} of {args.rounds}")
                 for scenario in scenarios:
@@ -92,7 +98,9 @@ def main() -> int:
     print(
         f"\n{args.database}, {args.rows} rows, processes=2, {args.rounds} alternated runs of {args.duration:g} s"
     )
-    print(f"before: {trees['before']}\nafter:  {trees['after']}\n")
+    for side in trees:
+        print(f"{side + ':':7} {trees[side]}, {inis[side]}")
+    print()
     print("| scenario | figure | before | after | after / before |")
     print("|---|---|---:|---:|---:|")
     for scenario in scenarios:

@@ -38,9 +38,9 @@ def started_at_since_boot(pid: int) -> float:
 class Server:
     """One ServedApp, with what the benchmark reads of it."""
 
-    def __init__(self, code_dir: Path, env: dict, processes: int, ready_path: str):
+    def __init__(self, code_dir: Path, env: dict, processes: int, ready_path: str, ini: Path = UWSGI_INI):
         # uwsgi.ini: the one given to the benchmark (start_server.sh reads UWSGI_INI).
-        env = {**env, "UWSGI_INI": str(UWSGI_INI)}
+        env = {**env, "UWSGI_INI": str(ini)}
         self.app = ServedApp(
             env, code_dir, processes=processes, ready_path=ready_path, start_timeout=START_TIMEOUT_SECONDS
         )
@@ -91,10 +91,17 @@ class Server:
         wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in tree), 30, 0.05, "uWSGI exit")
 
 
-def service(database_url: str, public_key_file: Path, processes: int, code: Path | None = None) -> Server:
-    """ThoughtsBackend on `database_url`, as `make run` serves it: CODE's, or `code`'s."""
+def service(
+    database_url: str,
+    public_key_file: Path,
+    processes: int,
+    code: Path | None = None,
+    ini: Path | None = None,
+) -> Server:
+    """ThoughtsBackend on `database_url`, as `make run` serves it: CODE's, or `code`'s, under
+    this checkout's uwsgi.ini or `ini`."""
     env = {"DATABASE_URL": database_url, "PUBLIC_KEY_FILE": str(public_key_file)}
-    return Server(code or CODE, env, processes, ready_path="/api/thoughts/?limit=1")
+    return Server(code or CODE, env, processes, ready_path="/api/thoughts/?limit=1", ini=ini or UWSGI_INI)
 
 
 def ceiling(processes: int) -> Server:

@@ -26,6 +26,7 @@ HOST_TOOLING_TESTS = {
     "test_attacks_http.py": "requests",
     "test_faults.py": "requests",
     "test_durability.py": "requests",  # through test_faults
+    "test_upload_buffer_full.py": "requests",  # through test_faults
     "test_scale_out.py": "requests",
     "test_kubernetes_manifests.py": "yaml",
     "test_identity_provider_http.py": "requests",
@@ -98,6 +99,16 @@ def public_key_file(tmp_path_factory, public_pem):
     path = tmp_path_factory.mktemp("keys") / "public.pem"
     path.write_text(public_pem)
     return path
+
+
+@pytest.fixture
+def served_app(tmp_path, public_key_file):
+    """The service under uWSGI (start_server.sh, uwsgi.ini, 2 workers) on a SQLite file of its own."""
+    from .uwsgi_process import ServedApp
+
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "PUBLIC_KEY_FILE": str(public_key_file)}
+    with ServedApp(env, processes=2) as app:
+        yield app
 
 
 @pytest.fixture(scope="session")

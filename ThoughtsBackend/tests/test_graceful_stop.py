@@ -159,7 +159,7 @@ def served(service_env, make_token):
 def stop_under_load(app: ServedApp, stop) -> dict:
     """Run the clients; once they have had 5 answers each (on average), stop(app); the counts."""
     uwsgi_pids = app.uwsgi_pids()
-    assert len(uwsgi_pids) == WORKERS + 2, f"master, {WORKERS} workers and the HTTP router: {uwsgi_pids}"
+    assert len(uwsgi_pids) == WORKERS + 3, f"master, {WORKERS} workers and the two routers: {uwsgi_pids}"
     with Clients(app.port) as clients:
         clients.wait_for_answers(5 * CLIENTS)
         signalled_at = time.monotonic()

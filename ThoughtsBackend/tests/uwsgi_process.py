@@ -17,6 +17,7 @@ start_server.sh and uwsgi.ini come from docker/app/ in a checkout, /opt/uwsgi/ i
 image. Without uWSGI, start() raises: a test that needs it fails, it never skips.
 """
 
+import configparser
 import contextlib
 import http.client
 import json
@@ -41,6 +42,13 @@ def server_dir() -> Path:
         if (directory / "start_server.sh").is_file():
             return directory
     raise FileNotFoundError(f"start_server.sh is in none of {', '.join(map(str, SERVER_DIRS))}")
+
+
+def uwsgi_setting(name: str) -> int:
+    """A whole-number setting of uwsgi.ini, as written there (outside any if-env block)."""
+    ini = configparser.ConfigParser(strict=False, interpolation=None)
+    ini.read(server_dir() / "uwsgi.ini")
+    return int(ini["uwsgi"][name])
 
 
 def free_port() -> int:
@@ -195,7 +203,7 @@ class ServedApp:
     # --- Looking inside ---
 
     def uwsgi_pids(self) -> set[int]:
-        """The master, its workers and its HTTP router, alive now."""
+        """The master, its workers and its routers (HTTP, fastrouter), alive now."""
         return process_tree(self.master_pid)
 
     def worker_pids(self) -> dict[int, int]:

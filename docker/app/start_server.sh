@@ -142,7 +142,8 @@ while kill -0 "$uwsgi_pid" 2>/dev/null; do
     status=0
     wait "$uwsgi_pid" || status=$?
 done
-rm -f "$fifo"
+# uWSGI's vacuum removes the workers' socket, not the fastrouter's.
+rm -f "$fifo" "$RUN_DIR/fastrouter.sock"
 if [ -z "$stopping" ]; then
     echo "start_server: uWSGI exited by itself, status $status" >&2
     exit "$status"
