@@ -352,6 +352,8 @@ def test_compose_test_services_leave_out_what_needs_the_host(compose, name):
     environment = compose["services"][name]["environment"]
     # CI=true, passed on from the host, turns a test that cannot run into a failure there too.
     assert "CI" in environment
+    # The image's HEALTHCHECK asks a server; a test run serves nothing.
+    assert compose["services"][name]["healthcheck"] == {"disable": True}
 
 
 def test_compose_test_postgresql_waits_for_a_healthy_db(compose):
