@@ -21,7 +21,7 @@ from thoughts_backend.token_validation import encode_token
 # or docker; a dev requirement; a file outside ThoughtsBackend/; root) is marked `host`,
 # and imports what the image lacks inside the test, so that the image can still collect
 # its module. The long suites all need such things: their markers imply `host`.
-HOST_SUITES = ("faults", "scaleout", "browser", "container", "compose")
+HOST_SUITES = ("faults", "scaleout", "browser", "idp", "container", "compose")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
