@@ -8,12 +8,12 @@ PORT ?= 8000
 export PORT
 
 # The virtualenv is rebuilt when a requirements file changes.
-$(VENV)/.installed: ThoughtsBackend/requirements.txt requirements-dev.txt
+$(VENV)/.installed: ThoughtsBackend/requirements.txt ThoughtsBackend/requirements-test.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-.PHONY: install run test lint token bench test-faults test-browser test-idp test-scaleout test-container validate-kubernetes
+.PHONY: install run test lint token bench test-faults test-browser test-idp test-scaleout test-container test-compose validate-kubernetes
 install: $(VENV)/.installed
 
 # The container's own start_server.sh and uwsgi.ini, with host paths. The run directory
@@ -28,7 +28,7 @@ lint: install
 
 # The suite (SQLite and PostgreSQL), in minutes; the long runs below have their own targets.
 test: lint
-	cd $(CODE) && $(VENV)/bin/python -m pytest -m "not container and not scaleout and not browser and not faults and not idp"
+	cd $(CODE) && $(VENV)/bin/python -m pytest -m "not container and not compose and not scaleout and not browser and not faults and not idp"
 
 # Three uWSGI instances behind nginx, restarted one by one under load (about 2 minutes; needs nginx).
 test-scaleout: install
@@ -56,6 +56,13 @@ test-idp: install
 # docker.io, debootstrap; it starts dockerd itself when none runs).
 test-container: install
 	cd $(CODE) && $(VENV)/bin/python -m pytest -m container
+
+# The README's docker-compose commands, line by line as written, with the glibc variant and
+# a PostgreSQL stand-in for db (no registry here): the suite inside the image on SQLite and
+# PostgreSQL, the server, a stop under load, down and up (needs what test-container needs,
+# docker-compose, and port 8000; about 10 minutes).
+test-compose: install
+	cd $(CODE) && $(VENV)/bin/python -m pytest -m compose
 
 # Every manifest in deploy/kubernetes/ against the Kubernetes 1.37 schemas (also run by make test).
 validate-kubernetes: install

@@ -1,23 +1,23 @@
 #!/bin/sh
-# Builds a local stand-in for python:3.11-slim-bookworm from Debian's own packages, for
+# Builds a local stand-in for python:3.13-slim-trixie from Debian's own packages, for
 # machines that reach Debian's archive but no container registry:
-#   debootstrap --variant=minbase bookworm  ->  docker import  ->  IMAGE
+#   debootstrap --variant=minbase trixie  ->  docker import  ->  IMAGE
 # docker/app/Dockerfile.debian then builds on it with
-#   --build-arg BASE_IMAGE=thoughts-backend/debian-python:bookworm
+#   --build-arg BASE_IMAGE=thoughts-backend/debian-python:trixie
+# and so does the PostgreSQL stand-in of docker/db-standin/.
 #
 # Usage (as root, dockerd running):  docker/build_debian_base.sh [IMAGE]
-# Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian),
-#              DEBIAN_SECURITY_MIRROR (default http://deb.debian.org/debian-security).
+# Environment: DEBIAN_MIRROR (default: debootstrap's own default mirror),
+#              DEBIAN_SECURITY_MIRROR (default: the mirror's URL with "-security" added,
+#              which is where Debian's default mirror keeps the security updates).
 # Installs debootstrap and docker.io with apt-get when they are missing.
 set -eu
 
-image=${1:-thoughts-backend/debian-python:bookworm}
-suite=bookworm
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-security_mirror=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-# What python:3.11-slim-bookworm gives the Dockerfile: an interpreter with venv and the
+image=${1:-thoughts-backend/debian-python:trixie}
+suite=trixie
+# What python:3.13-slim-trixie gives the Dockerfile: an interpreter with venv and the
 # shared libpython that uWSGI links against, plus CA certificates for pip.
-packages=python3,python3-venv,libpython3.11,ca-certificates
+packages=python3,python3-venv,libpython3.13,ca-certificates
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "build_debian_base.sh: debootstrap needs root" >&2
@@ -41,7 +41,15 @@ fi
 rootfs=$(mktemp -d /var/tmp/thoughts-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 
-debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror"
+# With no mirror given, debootstrap uses its own default and writes it to sources.list.
+# shellcheck disable=SC2086  # ${DEBIAN_MIRROR:-}: no argument at all when unset
+debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" ${DEBIAN_MIRROR:-}
+mirror=$(awk '$1 == "deb" { print $2; exit }' "$rootfs/etc/apt/sources.list")
+security_mirror=${DEBIAN_SECURITY_MIRROR:-$mirror-security}
+if [ -z "$mirror" ]; then
+    echo "build_debian_base.sh: debootstrap wrote no mirror to sources.list" >&2
+    exit 1
+fi
 
 cat > "$rootfs/etc/apt/sources.list" <<SOURCES
 deb $mirror $suite main

@@ -28,9 +28,8 @@ DOCKERFILES = [DOCKER_APP / "Dockerfile", DOCKER_APP / "Dockerfile.debian"]
 
 UWSGI_ID = "10001"
 
-if not COMPOSE_FILE.exists():
-    # Inside the image (docker-compose's test services) only ThoughtsBackend/ is mounted.
-    pytest.skip("the container files are not here: run from a repository checkout", allow_module_level=True)
+# The repository's docker/ and docker-compose.yaml, hadolint, docker-compose: host only.
+pytestmark = pytest.mark.host
 
 
 # A missing tool fails the run in CI, where it must have been installed; skips elsewhere.
@@ -96,23 +95,35 @@ def dockerfile(request) -> list[Instruction]:
 
 def test_dockerfile_has_a_compile_and_a_runtime_stage_on_one_pinned_base(dockerfile):
     froms = [i.arguments for i in dockerfile if i.keyword == "FROM"]
-    assert froms == ["${BASE_IMAGE} AS compile-image", "${BASE_IMAGE} AS runtime-image"]
+    # The runtime image last, so that a plain `docker build` gives it; the test stage before.
+    assert froms == [
+        "${BASE_IMAGE} AS compile-image",
+        "${BASE_IMAGE} AS runtime-image",
+        "runtime-image AS test-image",
+        "runtime-image",
+    ]
+    assert [i.keyword for i in dockerfile if i.stage is None and i.keyword != "ARG"] == ["FROM"]
 
     base_args = [i.arguments for i in dockerfile if i.keyword == "ARG" and i.stage is None]
     assert len(base_args) == 1 and base_args[0].startswith("BASE_IMAGE="), base_args
     default = base_args[0].removeprefix("BASE_IMAGE=")
-    # A full patch version, never a floating tag: the build is the same next month.
-    assert re.fullmatch(r"python:3\.\d+\.\d+-(alpine3\.\d+|slim-bookworm)", default), default
+    # A full patch version of Python 3.13, never a floating tag: the build is the same next
+    # month. Alpine's release in the tag; Debian's is trixie, whose own python3 is 3.13 too.
+    assert re.fullmatch(r"python:3\.13\.\d+-(alpine3\.\d+|slim-trixie)", default), default
 
 
 def test_requirements_install_before_the_code_is_copied(dockerfile):
     compile_steps = in_stage(dockerfile, "compile-image")
     copies = [i for i in compile_steps if i.keyword == "COPY"]
-    assert [c.arguments for c in copies] == ["ThoughtsBackend/requirements.txt /opt/requirements.txt"]
+    assert [c.arguments for c in copies] == [
+        "ThoughtsBackend/requirements.txt ThoughtsBackend/requirements-test.txt /opt/"
+    ]
     installs = [i for i in compile_steps if i.keyword == "RUN" and "pip install" in i.arguments]
     assert len(installs) == 1
     assert "-r /opt/requirements.txt" in installs[0].arguments
     assert "--no-cache-dir" in installs[0].arguments
+    # The test requirements go to a prefix of their own, which only the test stage copies.
+    assert "--prefix /opt/test-packages -r /opt/requirements-test.txt" in installs[0].arguments
     assert compile_steps.index(copies[0]) < compile_steps.index(installs[0])
     assert any("python3 -m venv /opt/venv" in i.arguments for i in compile_steps if i.keyword == "RUN")
 
@@ -128,6 +139,16 @@ def test_runtime_copies_the_venv_scripts_and_code_in_change_order(dockerfile):
     assert len(copies) == 3
     # Nothing but the venv comes from the compile stage: no compiler in the runtime image.
     assert sum("--from=" in source for source in sources) == 1
+
+
+def test_test_stage_adds_only_the_test_packages_to_the_runtime_image(dockerfile):
+    test_stage = in_stage(dockerfile, "test-image")
+    assert [(i.keyword, i.arguments) for i in test_stage] == [
+        ("FROM", "runtime-image AS test-image"),
+        ("COPY", "--chown=root:uwsgi --from=compile-image /opt/test-packages /opt/venv"),
+    ]
+    runtime = " ".join(i.arguments for i in in_stage(dockerfile, "runtime-image"))
+    assert "test-packages" not in runtime and "requirements-test" not in runtime
 
 
 def test_runtime_has_no_build_tools(dockerfile):
@@ -259,6 +280,7 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context(path):
     "path",
     [
         "ThoughtsBackend/requirements.txt",
+        "ThoughtsBackend/requirements-test.txt",
         "ThoughtsBackend/wsgi.py",
         "ThoughtsBackend/init_db.py",
         "ThoughtsBackend/thoughts_backend/config.py",
@@ -306,27 +328,46 @@ def test_compose_test_services_run_pytest_on_the_mounted_code(compose, name):
 
 
 def test_compose_builds_the_dockerfiles_default_base_unless_told_otherwise(compose):
-    build = compose["services"]["server"]["build"]
+    build = dict(compose["services"]["server"]["build"])
+    # The server runs the runtime image, the test services its test stage, from one build.
+    assert build.pop("target") == "runtime-image"
     dockerfile = re.fullmatch(r"\$\{APP_DOCKERFILE:-(.+)\}", build["dockerfile"]).group(1)
     base_image = re.fullmatch(r"\$\{BASE_IMAGE:-(.+)\}", build["args"]["BASE_IMAGE"]).group(1)
     arg = next(i.arguments for i in read_dockerfile(REPO_ROOT / dockerfile) if i.keyword == "ARG")
     assert arg == f"BASE_IMAGE={base_image}"
     for name in ("test-sqlite", "test-postgresql"):
-        assert compose["services"][name]["build"] == build
-        assert compose["services"][name]["image"] == compose["services"]["server"]["image"]
+        test_build = dict(compose["services"][name]["build"])
+        assert test_build.pop("target") == "test-image"
+        assert test_build == build
+        assert compose["services"][name]["image"] == "thoughts-backend:test"
+    assert compose["services"]["server"]["image"] == "thoughts-backend:latest"
+
+
+@pytest.mark.parametrize("name", ["test-sqlite", "test-postgresql"])
+def test_compose_test_services_leave_out_what_needs_the_host(compose, name):
+    entrypoint = compose["services"][name]["entrypoint"]
+    expression = entrypoint[entrypoint.index("-m") + 1]
+    assert "not host" in expression
+    assert ("not postgresql" in expression) == (name == "test-sqlite")
+    environment = compose["services"][name]["environment"]
+    # CI=true, passed on from the host, turns a test that cannot run into a failure there too.
+    assert "CI" in environment
+    # The image's HEALTHCHECK asks a server; a test run serves nothing.
+    assert compose["services"][name]["healthcheck"] == {"disable": True}
 
 
 def test_compose_test_postgresql_waits_for_a_healthy_db(compose):
     service = compose["services"]["test-postgresql"]
     assert service["depends_on"] == {"db": {"condition": "service_healthy"}}
-    environment = dict(item.split("=", 1) for item in service["environment"])
+    environment = dict(item.split("=", 1) for item in service["environment"] if "=" in item)
     assert "@db:5432/" in environment["POSTGRES_TEST_URL"]
     assert environment["REQUIRE_POSTGRESQL"] == "1"
 
 
 def test_compose_db_is_pinned_postgres_on_alpine_with_healthcheck_and_volume(compose):
     db = compose["services"]["db"]
-    assert re.fullmatch(r"postgres:\d+\.\d+-alpine3\.\d+", db["image"]), db["image"]
+    # The official image by default; DB_IMAGE names another (docker/db-standin/ in CI).
+    assert re.fullmatch(r"\$\{DB_IMAGE:-postgres:17\.\d+-alpine3\.\d+\}", db["image"]), db["image"]
     assert "pg_isready" in " ".join(db["healthcheck"]["test"])
     volume_name, _, target = db["volumes"][0].partition(":")
     assert target == "/var/lib/postgresql/data"
@@ -399,3 +440,22 @@ def test_debian_base_script_is_valid_shell():
     assert result.returncode == 0, result.stderr
     text = script.read_text()
     assert "debootstrap --variant=minbase" in text and "docker import" in text
+    assert "suite=trixie" in text and "libpython3.13" in text
+
+
+def test_the_postgresql_stand_in_says_what_it_is_and_builds_on_the_debian_base():
+    standin = REPO_ROOT / "docker" / "db-standin"
+    dockerfile, entrypoint = (standin / "Dockerfile").read_text(), (standin / "entrypoint.sh").read_text()
+    assert dockerfile.startswith("# STAND-IN") and entrypoint.startswith("#!/bin/sh\n# STAND-IN")
+    instructions = read_dockerfile(standin / "Dockerfile")
+    assert [i.arguments for i in instructions if i.keyword == "ARG"] == [
+        "BASE_IMAGE=thoughts-backend/debian-python:trixie"
+    ]
+    assert [i.arguments for i in instructions if i.keyword == "USER"] == ["postgres"]
+    # What docker-compose's db relies on: the variables, the data directory, pg_isready.
+    for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "PGDATA"):
+        assert name in entrypoint, name
+    assert "PGDATA=/var/lib/postgresql/data" in dockerfile
+    assert "/usr/lib/postgresql/17/bin" in dockerfile  # pg_isready, initdb, postgres on PATH
+    result = subprocess.run(["sh", "-n", str(standin / "entrypoint.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -743,7 +743,7 @@ def test_existing_database_on_a_read_only_mount_refuses_writes_with_503(
                 for n in range(5)
             ]
             reads = requests.get(f"{service.url}/api/thoughts/", timeout=10)
-        with sqlite3.connect(data / "db.sqlite3") as check:
+        with contextlib.closing(sqlite3.connect(data / "db.sqlite3")) as check:
             on_disk = [row[0] for row in check.execute("SELECT text FROM thought")]
 
     print(
@@ -782,7 +782,7 @@ def test_full_disk_is_503_never_a_silent_success_and_recovers(tmp_path, public_k
             after = requests.post(url, json={"text": "after-space-freed"}, headers=user_headers, timeout=10)
         acknowledged = {text for text, response in answers if response.status_code == 201}
         refused = {text for text, response in answers if response.status_code != 201}
-        with sqlite3.connect(f"file:{database_path}?mode=ro", uri=True) as check:
+        with contextlib.closing(sqlite3.connect(f"file:{database_path}?mode=ro", uri=True)) as check:
             on_disk = {row[0] for row in check.execute("SELECT text FROM thought")}
             integrity = check.execute("PRAGMA integrity_check").fetchone()[0]
 

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from thoughts_backend import create_app
@@ -46,6 +45,17 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
+# The repository's deploy/ and docker/, PyYAML and kubernetes-validate: none is in the image.
+pytestmark = pytest.mark.host
+
+
+def read_yaml(path: Path, all_documents: bool = False):
+    """PyYAML is a dev requirement: imported here, so that the image can collect this module."""
+    import yaml
+
+    return list(yaml.safe_load_all(path.read_text())) if all_documents else yaml.safe_load(path.read_text())
+
+
 def manifest_files() -> list[Path]:
     """The resources to apply; kustomization.yaml is kustomize's, not the cluster's."""
     return sorted(path for path in MANIFESTS.glob("*.yaml") if path.name != "kustomization.yaml")
@@ -58,7 +68,7 @@ def resources() -> dict[str, dict]:
         unavailable(f"{MANIFESTS} is not here (the image's test run has only ThoughtsBackend/)")
     found: dict[str, dict] = {}
     for path in manifest_files():
-        for document in yaml.safe_load_all(path.read_text()):
+        for document in read_yaml(path, all_documents=True):
             assert document["kind"] not in found, f"a second {document['kind']} in {path.name}"
             found[document["kind"]] = document
     return found
@@ -132,7 +142,7 @@ def test_strict_validation_rejects_a_misspelt_field(tmp_path):
 
 
 def test_kustomization_applies_every_manifest():
-    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    kustomization = read_yaml(MANIFESTS / "kustomization.yaml")
     assert sorted(kustomization["resources"]) == [path.name for path in manifest_files()]
 
 

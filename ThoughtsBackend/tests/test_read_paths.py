@@ -145,14 +145,16 @@ def database_without_trigram_rights(postgresql_server_url):
     """A fresh database, and a role that may create tables there but not extensions."""
     server = sa.make_url(postgresql_server_url).set(drivername="postgresql")
     name, role = f"thoughts_notrgm_{uuid.uuid4().hex[:8]}", f"limited_{uuid.uuid4().hex[:8]}"
+    # A password, for servers that ask for one (docker-compose's db); trust ignores it.
+    password = uuid.uuid4().hex
     with psycopg.connect(server.render_as_string(hide_password=False), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
     database = server.set(database=name)
     with psycopg.connect(database.render_as_string(hide_password=False), autocommit=True) as admin:
         admin.execute(f'GRANT CREATE, USAGE ON SCHEMA public TO "{role}"')
     try:
-        yield database.set(drivername="postgresql+psycopg", username=role, password=None)
+        yield database.set(drivername="postgresql+psycopg", username=role, password=password)
     finally:
         with psycopg.connect(server.render_as_string(hide_password=False), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -15,6 +15,9 @@ import pytest
 
 from .uwsgi_process import free_port
 
+# make, the repository's Makefile and README.md: host only.
+pytestmark = pytest.mark.host
+
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 

@@ -64,7 +64,9 @@ def recorded(calls: Path) -> list[str]:
 
 
 def tables(database: Path) -> set[str]:
-    with sqlite3.connect(database) as connection:
+    # closing(): sqlite3's own context manager ends the transaction but leaves the connection
+    # open, which Python 3.13 reports (ResourceWarning) when it is collected.
+    with contextlib.closing(sqlite3.connect(database)) as connection:
         return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
