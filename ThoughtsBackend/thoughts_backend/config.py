@@ -28,6 +28,7 @@ DEFAULTS = {
     "TOKEN_LEEWAY_SECONDS": "10",
     "MAX_CONTENT_LENGTH": str(64 * 1024),
     "SQLITE_BUSY_TIMEOUT_MS": "5000",
+    "SQLITE_SYNCHRONOUS": "FULL",
     "POSTGRES_STATEMENT_TIMEOUT_MS": "3000",
 }
 
@@ -44,6 +45,12 @@ SETTING_NAMES = (
 )
 
 MINIMUM_RSA_KEY_BITS = 2048
+
+# SQLite's synchronous modes that keep a WAL database whole (db.configure_sqlite): FULL
+# syncs the WAL at every commit, so a 201 survives a power loss; NORMAL syncs it only at
+# checkpoints, so the last commits before a power loss or a host crash may be lost (a
+# process that dies loses nothing either way).
+SQLITE_SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 # SHA-256 of the DER public keys whose private halves are published, so anyone can mint
 # tokens for them: the key hard-coded in the original ThoughtsBackend's config.py.
@@ -212,6 +219,7 @@ def flask_config(settings: Mapping) -> dict:
         "SQLALCHEMY_DATABASE_URI": url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
         "SQLITE_BUSY_TIMEOUT_MS": _integer(settings, "SQLITE_BUSY_TIMEOUT_MS", minimum=0),
+        "SQLITE_SYNCHRONOUS": _choice(settings, "SQLITE_SYNCHRONOUS", SQLITE_SYNCHRONOUS_MODES),
         "TOKEN_LEEWAY_SECONDS": _integer(settings, "TOKEN_LEEWAY_SECONDS", minimum=0, maximum=300),
         "MAX_CONTENT_LENGTH": _integer(settings, "MAX_CONTENT_LENGTH", minimum=1024),
         "PUBLIC_KEY_OBJECT": load_public_key(settings),
@@ -220,6 +228,13 @@ def flask_config(settings: Mapping) -> dict:
         "RESTX_MASK_SWAGGER": False,
         "PROPAGATE_EXCEPTIONS": False,
     }
+
+
+def _choice(settings: Mapping, name: str, choices: tuple[str, ...]) -> str:
+    value = str(settings[name]).upper()
+    if value not in choices:
+        raise ConfigError(f"{name} must be {' or '.join(choices)}, not {settings[name]!r}")
+    return value
 
 
 def _integer(settings: Mapping, name: str, minimum: int, maximum: int | None = None) -> int:
