@@ -30,6 +30,7 @@ DEFAULTS = {
     "SQLITE_BUSY_TIMEOUT_MS": "5000",
     "SQLITE_SYNCHRONOUS": "FULL",
     "POSTGRES_STATEMENT_TIMEOUT_MS": "3000",
+    "POSTGRES_TRANSACTION_POOLER": "false",
 }
 
 # The names a caller may set, in the environment or in create_app's overrides.
@@ -186,14 +187,29 @@ POSTGRESQL_CONNECT_ARGS = {
 }
 
 
-def postgresql_connect_args(url: "sa.URL", statement_timeout_ms: int) -> dict:
+def postgresql_connect_args(
+    url: "sa.URL", statement_timeout_ms: int, transaction_pooler: bool = False
+) -> dict:
     """POSTGRESQL_CONNECT_ARGS and the statement timeout, under what DATABASE_URL says.
 
     SQLAlchemy lays connect_args over the URL's own parameters: whatever the URL sets
     (`?connect_timeout=10`, `?options=-c search_path=app`) is kept, and the statement
     timeout is added to the URL's `options`, unless those already set one.
+
+    Behind a pooler in transaction mode, nothing goes into `options` (PgBouncer refuses the
+    startup parameter; postgresql_timeouts.py sets the timeout per transaction instead), and
+    psycopg prepares no statement: a statement prepared on one server connection is unknown
+    to the next transaction's, and psycopg prepares one after its fifth run.
     """
     arguments = {name: value for name, value in POSTGRESQL_CONNECT_ARGS.items() if name not in url.query}
+    if transaction_pooler:
+        if "options" in url.query:
+            raise ConfigError(
+                "DATABASE_URL sets `options`, which a pooler in transaction mode refuses "
+                "(POSTGRES_TRANSACTION_POOLER=true): set those parameters on the database or "
+                "role instead (ALTER ROLE ... SET ...)"
+            )
+        return {**arguments, "prepare_threshold": None}
     options = url.query.get("options", "")
     if not isinstance(options, str):  # `options` given more than once comes as a tuple: not merged
         options = ""
@@ -206,18 +222,27 @@ def postgresql_connect_args(url: "sa.URL", statement_timeout_ms: int) -> dict:
     return arguments
 
 
+def transaction_pooler_setting(settings: Mapping) -> bool:
+    """Whether DATABASE_URL leads to a pooler in transaction mode (PgBouncer's pool_mode =
+    transaction), which shares each server connection between clients, transaction by transaction."""
+    return _boolean(settings, "POSTGRES_TRANSACTION_POOLER")
+
+
 def flask_config(settings: Mapping) -> dict:
     """Turn checked settings into the Flask configuration the app runs with."""
     url = database_url(settings)
     statement_timeout = _integer(settings, "POSTGRES_STATEMENT_TIMEOUT_MS", minimum=0)
+    transaction_pooler = transaction_pooler_setting(settings)
     engine_options: dict = {}
     if url.get_backend_name() == "postgresql":
         # A pooled connection that PostgreSQL dropped (restart, failover) is replaced before
         # use by db.configure_postgresql, which needs no pool_pre_ping.
-        engine_options = {"connect_args": postgresql_connect_args(url, statement_timeout)}
+        engine_options = {"connect_args": postgresql_connect_args(url, statement_timeout, transaction_pooler)}
     return {
         "SQLALCHEMY_DATABASE_URI": url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
+        "POSTGRES_STATEMENT_TIMEOUT_MS": statement_timeout,
+        "POSTGRES_TRANSACTION_POOLER": transaction_pooler,
         "SQLITE_BUSY_TIMEOUT_MS": _integer(settings, "SQLITE_BUSY_TIMEOUT_MS", minimum=0),
         "SQLITE_SYNCHRONOUS": _choice(settings, "SQLITE_SYNCHRONOUS", SQLITE_SYNCHRONOUS_MODES),
         "TOKEN_LEEWAY_SECONDS": _integer(settings, "TOKEN_LEEWAY_SECONDS", minimum=0, maximum=300),
@@ -228,6 +253,16 @@ def flask_config(settings: Mapping) -> dict:
         "RESTX_MASK_SWAGGER": False,
         "PROPAGATE_EXCEPTIONS": False,
     }
+
+
+def _boolean(settings: Mapping, name: str) -> bool:
+    value = settings[name]
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if str(value).lower() not in words:
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+    return words[str(value).lower()]
 
 
 def _choice(settings: Mapping, name: str, choices: tuple[str, ...]) -> str:
