@@ -13,7 +13,7 @@ $(VENV)/.installed: ThoughtsBackend/requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-.PHONY: install run test lint token bench test-faults test-browser test-scaleout test-container validate-kubernetes
+.PHONY: install run test lint token bench test-faults test-browser test-idp test-scaleout test-container validate-kubernetes
 install: $(VENV)/.installed
 
 # The container's own start_server.sh and uwsgi.ini, with host paths. The run directory
@@ -28,7 +28,7 @@ lint: install
 
 # The suite (SQLite and PostgreSQL), in minutes; the long runs below have their own targets.
 test: lint
-	cd $(CODE) && $(VENV)/bin/python -m pytest -m "not container and not scaleout and not browser and not faults"
+	cd $(CODE) && $(VENV)/bin/python -m pytest -m "not container and not scaleout and not browser and not faults and not idp"
 
 # Three uWSGI instances behind nginx, restarted one by one under load, connected to PostgreSQL
 # directly, then through PgBouncer (about 3 minutes; needs nginx and pgbouncer).
@@ -46,6 +46,12 @@ test-faults: install
 test-browser: install
 	npm ci --prefix browser --no-audit --no-fund
 	cd $(CODE) && $(VENV)/bin/python -m pytest -m browser
+
+# The served service against a real OpenID provider on loopback: panva's oidc-provider from
+# npm (the lockfile's version in oidc/), issuing JWT access tokens (about 1 minute; needs node).
+test-idp: install
+	npm ci --prefix oidc --no-audit --no-fund
+	cd $(CODE) && $(VENV)/bin/python -m pytest -s -m idp
 
 # Builds the glibc image on a debootstrap base, runs it, stops it under load (needs root and
 # docker.io, debootstrap; it starts dockerd itself when none runs).

@@ -27,6 +27,7 @@ HOST_TOOLING_TESTS = {
     "test_durability.py": "requests",  # through test_faults
     "test_scale_out.py": "requests",
     "test_kubernetes_manifests.py": "yaml",
+    "test_identity_provider_http.py": "requests",
 }
 collect_ignore = [
     module

@@ -34,6 +34,9 @@ def create_app(overrides: Mapping | None = None) -> Flask:
     app.config.update(flask_config(gather_settings(os.environ, overrides)))
     app.json.sort_keys = False
     init_observability(app)
+    # Keys from a JWK Set URL are fetched now, before uWSGI forks the workers from this
+    # process; an identity provider that does not answer yet leaves /readyz at 503.
+    app.config["TOKEN_KEYS"].load()
 
     db.init_app(app)
     with app.app_context():

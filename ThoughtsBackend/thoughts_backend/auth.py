@@ -18,15 +18,18 @@ SWAGGER_AUTHORIZATIONS = {
 
 def caller_claims() -> Claims:
     """The validated claims, or TokenError (answered 401) when there is no valid token."""
+    config = current_app.config
     return validate_authorization_header(
         request.headers.get("Authorization"),
-        current_app.config["PUBLIC_KEY_OBJECT"],
-        current_app.config["TOKEN_LEEWAY_SECONDS"],
+        config["TOKEN_KEYS"],
+        config["TOKEN_LEEWAY_SECONDS"],
+        config["TOKEN_RULES"],
     )
 
 
 def admin_claims() -> Claims:
     claims = caller_claims()
-    if not claims.is_admin:
-        raise ApiError(403, "This route needs a token whose scope includes 'admin'")
+    admin_scope = current_app.config["TOKEN_RULES"].admin_scope
+    if admin_scope not in claims.scopes:
+        raise ApiError(403, f"This route needs a token whose scope includes {admin_scope!r}")
     return claims

@@ -67,8 +67,39 @@ def generate_keys(keys_dir: Path, if_missing: bool):
     show_default=True,
     envvar="PRIVATE_KEY_FILE",
 )
-def create_token(username: str, admin: bool, expires_in: int, private_key_file: Path):
-    """Print a signed token for USERNAME on standard output."""
+@click.option("--issuer", envvar="TOKEN_ISSUER", help="Write this `iss` (default: TOKEN_ISSUER, when set).")
+@click.option(
+    "--audience", envvar="TOKEN_AUDIENCE", help="Write this `aud` (default: TOKEN_AUDIENCE, when set)."
+)
+@click.option(
+    "--username-claim",
+    envvar="TOKEN_USERNAME_CLAIM",
+    default="username",
+    show_default=True,
+    help="The claim that holds USERNAME (default: TOKEN_USERNAME_CLAIM, when set).",
+)
+@click.option(
+    "--admin-scope",
+    envvar="TOKEN_ADMIN_SCOPE",
+    default="admin",
+    show_default=True,
+    help="The scope --admin writes (default: TOKEN_ADMIN_SCOPE, when set).",
+)
+def create_token(
+    username: str,
+    admin: bool,
+    expires_in: int,
+    private_key_file: Path,
+    issuer: str | None,
+    audience: str | None,
+    username_claim: str,
+    admin_scope: str,
+):
+    """Print a signed token for USERNAME on standard output.
+
+    With TOKEN_ISSUER and TOKEN_AUDIENCE set, as the service has them, the token carries
+    them, so that a service checking issuer and audience accepts it.
+    """
     # Here, not at the top: generate-keys, run by start_server.sh, needs none of what
     # token_validation imports (PyJWT, the models, SQLAlchemy).
     from .token_validation import encode_token
@@ -84,7 +115,19 @@ def create_token(username: str, admin: bool, expires_in: int, private_key_file: 
         raise click.ClickException(f"{private_key_file} is not an unencrypted PEM private key") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise click.ClickException(f"{private_key_file} is not an RSA private key")
-    click.echo(encode_token(username, key, admin=admin, expires_in=expires_in))
+    claims = {name: value for name, value in (("iss", issuer), ("aud", audience)) if value}
+    if admin:
+        claims["scope"] = admin_scope or "admin"
+    click.echo(
+        encode_token(
+            username,
+            key,
+            admin=admin,
+            expires_in=expires_in,
+            username_claim=username_claim or "username",
+            **claims,
+        )
+    )
 
 
 @click.group()

@@ -4,13 +4,15 @@ Every setting is checked here, at start-up, so that a wrong value stops the serv
 one sentence that says what to fix, instead of failing at the first request.
 """
 
-import hashlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from . import token_keys
+from .token_keys import JwksFile, KeySourceError, RemoteJwks, StaticKeys
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -31,6 +33,10 @@ DEFAULTS = {
     "SQLITE_SYNCHRONOUS": "FULL",
     "POSTGRES_STATEMENT_TIMEOUT_MS": "3000",
     "POSTGRES_TRANSACTION_POOLER": "false",
+    "TOKEN_USERNAME_CLAIM": "username",
+    "TOKEN_ADMIN_SCOPE": "admin",
+    "TOKEN_ALGORITHMS": "RS256",
+    "JWKS_REFRESH_SECONDS": "60",
 }
 
 # The names a caller may set, in the environment or in create_app's overrides.
@@ -43,19 +49,20 @@ SETTING_NAMES = (
     "POSTGRES_HOST",
     "PUBLIC_KEY",
     "PUBLIC_KEY_FILE",
+    "JWKS_FILE",
+    "JWKS_URL",
+    "TOKEN_ISSUER",
+    "TOKEN_AUDIENCE",
 )
 
-MINIMUM_RSA_KEY_BITS = 2048
+MINIMUM_RSA_KEY_BITS = token_keys.MINIMUM_RSA_KEY_BITS
+PUBLISHED_KEY_FINGERPRINTS = token_keys.PUBLISHED_KEY_FINGERPRINTS
 
 # SQLite's synchronous modes that keep a WAL database whole (db.configure_sqlite): FULL
 # syncs the WAL at every commit, so a 201 survives a power loss; NORMAL syncs it only at
 # checkpoints, so the last commits before a power loss or a host crash may be lost (a
 # process that dies loses nothing either way).
 SQLITE_SYNCHRONOUS_MODES = ("FULL", "NORMAL")
-
-# SHA-256 of the DER public keys whose private halves are published, so anyone can mint
-# tokens for them: the key hard-coded in the original ThoughtsBackend's config.py.
-PUBLISHED_KEY_FINGERPRINTS = frozenset({"b2043c0cc72b110b1663659fc6c4fe65912e33ee746d4523af55ea1b2fed4a8f"})
 
 
 class ConfigError(Exception):
@@ -120,7 +127,12 @@ def database_url(settings: Mapping) -> "sa.URL":
 
 
 def load_public_key(settings: Mapping) -> rsa.RSAPublicKey:
-    """Parse the token-validation key once, from PUBLIC_KEY (PEM text) or PUBLIC_KEY_FILE."""
+    """The first key of PUBLIC_KEY (PEM text) or PUBLIC_KEY_FILE, checked as the service checks it."""
+    return load_public_keys(settings, token_algorithms(settings))[0].key
+
+
+def load_public_keys(settings: Mapping, algorithms: tuple[str, ...]) -> list[token_keys.VerificationKey]:
+    """Every key of PUBLIC_KEY (PEM text) or PUBLIC_KEY_FILE: one, or several for a rotation."""
     text, source = settings.get("PUBLIC_KEY"), "PUBLIC_KEY"
     if text and settings.get("PUBLIC_KEY_FILE"):
         raise ConfigError("Set either PUBLIC_KEY or PUBLIC_KEY_FILE, not both")
@@ -131,7 +143,8 @@ def load_public_key(settings: Mapping) -> rsa.RSAPublicKey:
         if not path:
             raise ConfigError(
                 "No public key to validate tokens: set PUBLIC_KEY_FILE to an RSA public key "
-                f"PEM file (or PUBLIC_KEY to its text); for development, "
+                "PEM file (or PUBLIC_KEY to its text, JWKS_FILE, JWKS_URL, or TOKEN_ISSUER alone for "
+                "its discovery document); for development, "
                 f"`python -m thoughts_backend generate-keys` makes a pair in {DEFAULT_PUBLIC_KEY_FILE.parent}"
             )
         source = f"PUBLIC_KEY_FILE ({path})"
@@ -139,33 +152,97 @@ def load_public_key(settings: Mapping) -> rsa.RSAPublicKey:
             text = Path(path).read_text()
         except OSError as error:
             raise ConfigError(f"Cannot read {source}: {error.strerror}") from None
-
-    if "PRIVATE KEY" in text:
-        raise ConfigError(
-            f"{source} holds a private key; give the service only the public key "
-            "(`openssl rsa -in private.pem -pubout`)"
-        )
     try:
-        key = serialization.load_pem_public_key(text.encode())
-    except ValueError:
-        raise ConfigError(f"{source} is not a PEM-encoded public key") from None
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise ConfigError(f"{source} must be an RSA public key: tokens are RS256")
-    if public_key_fingerprint(key) in PUBLISHED_KEY_FINGERPRINTS:
+        return token_keys.keys_from_pem(text, source, algorithms)
+    except KeySourceError as error:
+        raise ConfigError(str(error)) from None
+
+
+def token_algorithms(settings: Mapping) -> tuple[str, ...]:
+    """TOKEN_ALGORITHMS: names separated by commas or spaces, each an asymmetric JWS algorithm."""
+    text = str(settings.get("TOKEN_ALGORITHMS", "RS256"))
+    names = tuple(dict.fromkeys(name for name in re.split(r"[\s,]+", text) if name))
+    supported = token_keys.SUPPORTED_ALGORITHMS
+    if not names:
+        raise ConfigError(f"TOKEN_ALGORITHMS is empty; choose from {', '.join(supported)}")
+    for name in names:
+        if name.lower() == "none" or name.upper().startswith("HS"):
+            raise ConfigError(
+                f"TOKEN_ALGORITHMS may not list {name}: tokens must be signed with a private key "
+                f"({', '.join(supported)})"
+            )
+        if name not in supported:
+            raise ConfigError(f"TOKEN_ALGORITHMS lists {name!r}; choose from {', '.join(supported)}")
+    return names
+
+
+# A claim's name (RFC 7519 §4: any string; these are the ones IdPs use) and a scope token
+# (RFC 6749 §3.3: printable ASCII but space, '"' and '\\').
+_CLAIM_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,64}")
+# Registered claims that are never a user's name.
+_NOT_A_USERNAME = frozenset({"exp", "iat", "nbf", "aud", "iss", "jti", "scope", "scp", "typ"})
+
+
+def token_rules(settings: Mapping, algorithms: tuple[str, ...]):
+    from .token_validation import DEFAULT_RULES, TokenRules
+
+    claim = str(settings["TOKEN_USERNAME_CLAIM"])
+    if not _CLAIM_NAME.fullmatch(claim) or claim in _NOT_A_USERNAME:
         raise ConfigError(
-            f"{source} is the original ThoughtsBackend's example key, whose private key is public: "
-            "anyone could sign tokens for it. Make your own pair with `python -m thoughts_backend generate-keys`"
+            f"TOKEN_USERNAME_CLAIM must name the claim that holds the user name "
+            f"(e.g. username, preferred_username, sub, email), not {claim!r}"
         )
-    if key.key_size < MINIMUM_RSA_KEY_BITS:
+    admin_scope = str(settings["TOKEN_ADMIN_SCOPE"])
+    if not _SCOPE_TOKEN.fullmatch(admin_scope):
         raise ConfigError(
-            f"{source} is a {key.key_size}-bit RSA key; use at least {MINIMUM_RSA_KEY_BITS} bits"
+            f"TOKEN_ADMIN_SCOPE must be one scope name (no spaces or quotes, e.g. admin), not {admin_scope!r}"
         )
-    return key
+    rules = TokenRules(
+        username_claim=claim,
+        issuer=settings.get("TOKEN_ISSUER") or None,
+        audience=settings.get("TOKEN_AUDIENCE") or None,
+        algorithms=algorithms,
+        admin_scope=admin_scope,
+    )
+    return DEFAULT_RULES if rules == DEFAULT_RULES else rules
+
+
+def key_source(settings: Mapping, algorithms: tuple[str, ...]):
+    """The one source of token keys that the settings name (token_keys.py), not yet fetched."""
+    pem = [name for name in ("PUBLIC_KEY", "PUBLIC_KEY_FILE") if settings.get(name)]
+    chosen = [*pem[:1], *(name for name in ("JWKS_FILE", "JWKS_URL") if settings.get(name))]
+    if len(chosen) > 1:
+        raise ConfigError(f"Set only one source of token keys, not {' and '.join(chosen)}")
+    issuer, audience = settings.get("TOKEN_ISSUER"), settings.get("TOKEN_AUDIENCE")
+    remote = settings.get("JWKS_URL") or (issuer and not chosen)
+    if not remote:
+        if settings.get("JWKS_FILE"):
+            try:
+                return JwksFile(settings["JWKS_FILE"], algorithms)
+            except KeySourceError as error:
+                raise ConfigError(str(error)) from None
+        return StaticKeys(load_public_keys(settings, algorithms))
+
+    name = "JWKS_URL" if settings.get("JWKS_URL") else "TOKEN_ISSUER (its discovery document)"
+    if not issuer or not audience:
+        raise ConfigError(
+            f"Keys from {name} need both TOKEN_ISSUER and TOKEN_AUDIENCE: an identity provider "
+            "signs tokens for many APIs, and only those for this one may pass"
+        )
+    refresh = _integer(settings, "JWKS_REFRESH_SECONDS", minimum=5, maximum=86400)
+    try:
+        if settings.get("JWKS_URL"):
+            return RemoteJwks(
+                algorithms, refresh, jwks_url=token_keys.check_url(settings["JWKS_URL"], "JWKS_URL")
+            )
+        return RemoteJwks(algorithms, refresh, issuer=token_keys.check_url(issuer, "TOKEN_ISSUER"))
+    except KeySourceError as error:
+        raise ConfigError(str(error)) from None
 
 
 def public_key_fingerprint(key: rsa.RSAPublicKey) -> str:
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+    return token_keys.fingerprint(key)
 
 
 # libpq's own timeouts, so that a PostgreSQL that stops answering, without refusing or
@@ -247,12 +324,21 @@ def flask_config(settings: Mapping) -> dict:
         "SQLITE_SYNCHRONOUS": _choice(settings, "SQLITE_SYNCHRONOUS", SQLITE_SYNCHRONOUS_MODES),
         "TOKEN_LEEWAY_SECONDS": _integer(settings, "TOKEN_LEEWAY_SECONDS", minimum=0, maximum=300),
         "MAX_CONTENT_LENGTH": _integer(settings, "MAX_CONTENT_LENGTH", minimum=1024),
-        "PUBLIC_KEY_OBJECT": load_public_key(settings),
+        **token_config(settings),
         # flask-restx: plain JSON errors, no "did you mean" guesses, no X-Fields header in the docs.
         "RESTX_ERROR_404_HELP": False,
         "RESTX_MASK_SWAGGER": False,
         "PROPAGATE_EXCEPTIONS": False,
     }
+
+
+def token_config(settings: Mapping) -> dict:
+    """TOKEN_KEYS (the key source), TOKEN_RULES, and PUBLIC_KEY_OBJECT (the first PEM key)."""
+    algorithms = token_algorithms(settings)
+    rules = token_rules(settings, algorithms)
+    source = key_source(settings, algorithms)
+    first = source.current().keys[0].key if isinstance(source, StaticKeys) else None
+    return {"TOKEN_KEYS": source, "TOKEN_RULES": rules, "PUBLIC_KEY_OBJECT": first}
 
 
 def _boolean(settings: Mapping, name: str) -> bool:

@@ -2,6 +2,7 @@
 
 import os
 
+from flask import current_app
 from flask_restx import Namespace, Resource, fields
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,9 +32,13 @@ class Liveness(Resource):
 @operations_namespace.route("readyz")
 class Readiness(Resource):
     @operations_namespace.response(200, "Ready to serve", status_model)
-    @operations_namespace.response(503, "The database does not answer")
+    @operations_namespace.response(503, "The database does not answer, or no token keys are loaded")
     def get(self):
-        """Readiness: the database answers a trivial query."""
+        """Readiness: token keys are loaded, and the database answers a trivial query."""
+        keys = current_app.config["TOKEN_KEYS"]
+        keys.current()  # a source still without keys tries again (at its bounded rate)
+        if problem := keys.problem():
+            return {"status": "unavailable", "message": problem}, 503
         try:
             db.session.execute(text("SELECT 1"))
         except SQLAlchemyError as error:

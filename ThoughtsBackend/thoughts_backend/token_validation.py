@@ -1,9 +1,11 @@
-"""RS256 bearer tokens (RFC 7519, with the RFC 8725 best practices).
+"""Bearer tokens: JWTs (RFC 7519) checked as RFC 8725 and RFC 9068 advise.
 
-The service validates with a public key only. Encoding needs a private key, which only
-the tests and the `create-token` command ever hold.
+The service validates with public keys only (token_keys.py says where they come from).
+Encoding needs a private key, which only the tests and the `create-token` command hold.
 """
 
+import binascii
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .models import MAX_USERNAME_LENGTH
+from .token_keys import StaticKeys, VerificationKey, algorithms_for
 
 ALGORITHM = "RS256"
 # A header longer than this is not a token we issue; refuse it before any parsing.
@@ -30,6 +33,24 @@ class TokenError(Exception):
         self.missing = missing
 
 
+# RFC 9068 §4 asks for at+jwt; the IdPs in use, and this service's own tokens, write JWT or nothing.
+ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
+
+
+@dataclass(frozen=True)
+class TokenRules:
+    """What a token must carry, from the settings (config.py); the defaults are today's."""
+
+    username_claim: str = "username"
+    issuer: str | None = None
+    audience: str | None = None
+    algorithms: tuple[str, ...] = (ALGORITHM,)
+    admin_scope: str = ADMIN_SCOPE
+
+
+DEFAULT_RULES = TokenRules()
+
+
 @dataclass(frozen=True)
 class Claims:
     username: str
@@ -45,11 +66,12 @@ def encode_token(
     private_key: rsa.RSAPrivateKey,
     admin: bool = False,
     expires_in: int = 3600,
+    username_claim: str = "username",
     **extra_claims,
 ) -> str:
-    """A signed token for `username`, valid for `expires_in` seconds."""
+    """A signed token for `username` (under `username_claim`), valid for `expires_in` seconds."""
     now = int(time.time())
-    payload = {"username": username, "iat": now, "exp": now + expires_in}
+    payload = {username_claim: username, "iat": now, "exp": now + expires_in}
     if admin:
         payload["scope"] = ADMIN_SCOPE
     payload.update(extra_claims)
@@ -60,96 +82,192 @@ class TokenCache:
     """Tokens that passed validation lately, with their claims, until they expire.
 
     Verifying an RS256 signature costs about 0.1 ms; looking a token up costs a dict lookup.
-    Only tokens that passed every check are stored, each with the key that verified it, and
-    one is answered from here only for that same key and only while `exp` (plus the leeway
-    PyJWT allows) is still ahead. Bounded: when full, the oldest entry goes.
+    Only tokens that passed every check are stored, each with the key that verified it and
+    the rules it passed, and one is answered from here only while that key is still in use
+    (the same key, or one of the current KeySet's), under the same rules, and only while
+    `exp` (plus the leeway PyJWT allows) is still ahead. Bounded: when full, the oldest
+    entry goes.
     """
 
     def __init__(self, max_entries: int = TOKEN_CACHE_SIZE, clock=time.time):
         self.max_entries = max_entries
         self.clock = clock
-        self._entries: dict[str, tuple[rsa.RSAPublicKey, int, Claims]] = {}
+        self._entries: dict[str, tuple[object, int, Claims, TokenRules]] = {}
         self._lock = threading.Lock()  # uWSGI may run several threads per worker
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, token: str, public_key: rsa.RSAPublicKey, leeway: int) -> Claims | None:
+    def get(self, token: str, keys, leeway: int, rules: "TokenRules | None" = None) -> Claims | None:
+        """The cached claims, if `keys` (a public key, or a KeySet) still holds the key that
+        verified `token` and `rules` are those it passed."""
         entry = self._entries.get(token)
         if entry is None:
             return None
-        key, expires_at, claims = entry
+        key, expires_at, claims, passed = entry
+        rules = DEFAULT_RULES if rules is None else rules
         # PyJWT's own rule: expired once exp <= now - leeway.
-        if key is public_key and expires_at > self.clock() - leeway:
+        if (
+            (key is keys or id(key) in getattr(keys, "key_ids", ()))
+            and (passed is rules or passed == rules)
+            and expires_at > self.clock() - leeway
+        ):
             return claims
         with self._lock:
             self._entries.pop(token, None)
         return None
 
-    def put(self, token: str, public_key: rsa.RSAPublicKey, expires_at: int, claims: Claims) -> None:
+    def put(
+        self, token: str, key, expires_at: int, claims: Claims, rules: "TokenRules | None" = None
+    ) -> None:
         with self._lock:
             self._entries.pop(token, None)
             while len(self._entries) >= self.max_entries:
                 del self._entries[next(iter(self._entries))]
-            self._entries[token] = (public_key, expires_at, claims)
+            self._entries[token] = (key, expires_at, claims, DEFAULT_RULES if rules is None else rules)
 
 
 TOKEN_CACHE = TokenCache()
 
 
+def _as_source(keys):
+    """A key source (token_keys), or one public key as given by a caller: wrapped."""
+    if hasattr(keys, "current"):
+        return keys
+    return StaticKeys([VerificationKey(keys, algorithms_for(keys))])
+
+
 def decode_token(
-    token: str, public_key: rsa.RSAPublicKey, leeway: int = 0, cache: TokenCache | None = TOKEN_CACHE
+    token: str,
+    keys,
+    leeway: int = 0,
+    cache: TokenCache | None = TOKEN_CACHE,
+    rules: "TokenRules | None" = None,
 ) -> Claims:
-    """Verify signature and times, and return the claims the service uses."""
+    """Verify signature, type, issuer, audience and times, and return the claims the service uses.
+
+    `keys` is a key source of token_keys (the app's), or one public key.
+    """
     if len(token) > MAX_TOKEN_LENGTH:
         raise TokenError("The token is too long")
-    if cache is not None and (claims := cache.get(token, public_key, leeway)) is not None:
+    rules = DEFAULT_RULES if rules is None else rules
+    source = _as_source(keys)
+    key_set = source.current()
+    cache_keys = keys if source is not keys else key_set
+    if cache is not None and (claims := cache.get(token, cache_keys, leeway, rules)) is not None:
         return claims
-    claims, expires_at = _verify(token, public_key, leeway)
+    claims, expires_at, key = _verify(token, source, key_set, leeway, rules)
     if cache is not None:
-        cache.put(token, public_key, expires_at, claims)
+        cache.put(token, keys if source is not keys else key, expires_at, claims, rules)
     return claims
 
 
-def _verify(token: str, public_key: rsa.RSAPublicKey, leeway: int) -> tuple[Claims, int]:
+def _header(token: str) -> tuple[str, str | None]:
+    """The token's alg and kid, after the checks that need no key."""
+    # The header segment alone: jwt.get_unverified_header would decode (and check) all three,
+    # which doubled the cost of a verification; jwt.decode checks the whole token next.
     try:
-        # Only RS256 is allowed, so neither "none" nor an HMAC signed with the public
-        # key as secret can pass; headers such as kid or jku are never followed.
-        payload = jwt.decode(
-            token,
-            public_key,
-            algorithms=[ALGORITHM],
-            leeway=leeway,
-            options={"require": ["exp", "username"]},
-        )
-    except jwt.ExpiredSignatureError:
-        raise TokenError("The token has expired") from None
-    except jwt.ImmatureSignatureError:
-        raise TokenError("The token is not valid yet") from None
-    except jwt.MissingRequiredClaimError as error:
-        raise TokenError(f"The token has no {error.claim!r} claim") from None
-    except jwt.InvalidTokenError:
+        header = json.loads(jwt.utils.base64url_decode(token.partition(".")[0]))
+    except (ValueError, TypeError, binascii.Error):
         raise TokenError("The token is malformed or its signature is invalid") from None
+    if not isinstance(header, dict):
+        raise TokenError("The token is malformed or its signature is invalid")
+    algorithm, kid, token_type = header.get("alg"), header.get("kid"), header.get("typ")
+    if not isinstance(algorithm, str) or not isinstance(kid, str | None):
+        raise TokenError("The token is malformed or its signature is invalid")
+    # RFC 9068 §4: an access token says at+jwt; JWT or nothing is what most issuers write.
+    if token_type is not None and (
+        not isinstance(token_type, str) or token_type.lower() not in ACCEPTED_TYPES
+    ):
+        raise TokenError("The token's type (typ) must be at+jwt or JWT")
+    return algorithm, kid
+
+
+def _verify(token: str, source, key_set, leeway: int, rules: "TokenRules") -> tuple[Claims, int, object]:
+    algorithm, kid = _header(token)
+    if algorithm not in rules.algorithms:
+        # Neither "none" nor an HMAC signed with the public key as secret can pass, and
+        # headers such as jku, x5u or jwk are never followed.
+        raise TokenError(f"The token's algorithm must be one of {', '.join(rules.algorithms)}")
+    candidates = key_set.candidates(kid, algorithm)
+    if not candidates and kid is not None and not key_set.knows(kid):
+        # A key the issuer may have just published: fetch again (rate-limited by the source).
+        key_set = source.refresh_for_unknown_kid()
+        candidates = key_set.candidates(kid, algorithm)
+    if not candidates:
+        if kid is not None and not key_set.knows(kid):
+            raise TokenError("The token's key (kid) is not one this service trusts")
+        raise TokenError(f"No key this service trusts verifies {algorithm} tokens")
+
+    # The user-name claim is checked after the audience: a token for another API (an ID
+    # token, say) is refused as that, whatever claims it lacks.
+    required = ["exp"]
+    required += ["iss"] if rules.issuer is not None else []
+    required += ["aud"] if rules.audience is not None else []
+    for candidate in candidates:
+        try:
+            payload = jwt.decode(
+                token,
+                candidate.key,
+                algorithms=[algorithm],
+                leeway=leeway,
+                audience=rules.audience,
+                issuer=rules.issuer,
+                options={"require": required},
+            )
+        except jwt.InvalidSignatureError:
+            continue  # another candidate's, perhaps
+        except jwt.ExpiredSignatureError:
+            raise TokenError("The token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenError("The token is not valid yet") from None
+        except jwt.MissingRequiredClaimError as error:
+            raise TokenError(f"The token has no {error.claim!r} claim") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError(
+                "The token is not meant for this service (its aud is not TOKEN_AUDIENCE)"
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise TokenError("The token's issuer (iss) is not the one this service trusts") from None
+        except jwt.InvalidTokenError:
+            raise TokenError("The token is malformed or its signature is invalid") from None
+        break
+    else:
+        raise TokenError("The token is malformed or its signature is invalid")
 
     issued_at = payload.get("iat")
     if isinstance(issued_at, int | float) and issued_at > time.time() + leeway:
         raise TokenError("The token was issued in the future")
 
-    username = payload["username"]
+    claim = rules.username_claim
+    if claim not in payload:
+        raise TokenError(f"The token has no {claim!r} claim")
+    username = payload[claim]
     if not isinstance(username, str) or not username.strip() or len(username) > MAX_USERNAME_LENGTH:
-        raise TokenError(f"The token's username must be a string of 1 to {MAX_USERNAME_LENGTH} characters")
+        raise TokenError(f"The token's {claim} must be a string of 1 to {MAX_USERNAME_LENGTH} characters")
     if "\x00" in username:
-        raise TokenError("The token's username contains a NUL character")
-
-    scope = payload.get("scope", "")
-    if not isinstance(scope, str):
-        raise TokenError("The token's scope must be a space-separated string")
+        raise TokenError(f"The token's {claim} contains a NUL character")
     # PyJWT checked that exp is there and a whole number of seconds.
-    return Claims(username=username, scopes=frozenset(scope.split())), int(payload["exp"])
+    return Claims(username=username, scopes=_scopes(payload)), int(payload["exp"]), candidate.key
+
+
+def _scopes(payload: dict) -> frozenset[str]:
+    """RFC 9068's `scope` (a space-separated string), else `scp` (Entra ID, Okta: a list or string)."""
+    scope = payload.get("scope")
+    if scope is not None:
+        if not isinstance(scope, str):
+            raise TokenError("The token's scope must be a space-separated string")
+        return frozenset(scope.split())
+    scp = payload.get("scp", [])
+    if isinstance(scp, str):
+        return frozenset(scp.split())
+    if not isinstance(scp, list) or not all(isinstance(item, str) for item in scp):
+        raise TokenError("The token's scp must be a list of strings or a space-separated string")
+    return frozenset(scp)
 
 
 def validate_authorization_header(
-    header: str | None, public_key: rsa.RSAPublicKey, leeway: int = 0
+    header: str | None, keys, leeway: int = 0, rules: "TokenRules | None" = None
 ) -> Claims:
     """Claims from an `Authorization: Bearer <token>` value (the scheme is case-insensitive)."""
     if not header:
@@ -160,4 +278,4 @@ def validate_authorization_header(
     token = token.strip()
     if not token:
         raise TokenError("The Authorization header has no token after 'Bearer'")
-    return decode_token(token, public_key, leeway)
+    return decode_token(token, keys, leeway, rules=rules)

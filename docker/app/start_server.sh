@@ -43,9 +43,10 @@ for number in "$PORT" "$stop_timeout"; do
     esac
 done
 
-# 1. No key given: make a pair in ./keys (an existing pair is kept) and use its public half.
-# Python runs only to make one: its imports would slow every later start.
-if [ -z "${PUBLIC_KEY:-}" ] && [ -z "${PUBLIC_KEY_FILE:-}" ]; then
+# 1. No key source given (a PEM key, a JWK Set, or an issuer to discover): make a pair in
+# ./keys (an existing pair is kept) and use its public half. Python runs only to make one:
+# its imports would slow every later start.
+if [ -z "${PUBLIC_KEY:-}${PUBLIC_KEY_FILE:-}${JWKS_FILE:-}${JWKS_URL:-}${TOKEN_ISSUER:-}" ]; then
     [ -f keys/private.pem ] && [ -f keys/public.pem ] ||
         python -m thoughts_backend generate-keys --if-missing --dir keys
     export PUBLIC_KEY_FILE="$PWD/keys/public.pem"
