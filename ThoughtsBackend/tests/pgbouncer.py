@@ -13,8 +13,6 @@ It refuses to run as root, so under root it runs as the `postgres` system user.
 """
 
 import contextlib
-import os
-import pwd
 import shutil
 import signal
 import socket
@@ -25,9 +23,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from .conftest import cannot_run, postgresql_required, wait_for
+from .postgres_instance import unprivileged_user
 from .uwsgi_process import free_port
 
-SERVER_USER = "postgres"
 START_TIMEOUT_SECONDS = 30
 
 CONFIG = """\
@@ -74,13 +72,7 @@ class PgBouncer:
                 "pgbouncer is not installed (Debian: apt-get install pgbouncer)",
                 required=postgresql_required(),
             )
-        run_as = None
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam(SERVER_USER)
-            except KeyError:
-                cannot_run(f"running as root and there is no {SERVER_USER!r} user to run PgBouncer as")
-            run_as = SERVER_USER
+        run_as = unprivileged_user("PgBouncer")
         directory = Path(tempfile.mkdtemp(prefix="thoughts-pgbouncer-"))
         bouncer = cls(binary, directory, run_as)
         (directory / "pgbouncer.ini").write_text(

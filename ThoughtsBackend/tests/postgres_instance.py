@@ -52,6 +52,18 @@ def unavailable(reason: str):
     cannot_run(reason, required=postgresql_required())
 
 
+def unprivileged_user(program: str) -> str | None:
+    """Whom to run `program` as: None (ourselves) unless we are root, which PostgreSQL and
+    PgBouncer refuse to run as; then the `postgres` system user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        unavailable(f"running as root and there is no {SERVER_USER!r} user to run {program} as")
+    return SERVER_USER
+
+
 class IsolatedLink:
     """A network namespace joined to this one by a veth pair: a host on the other end of a
     cable that a test can cut. Packets sent over a cut link are dropped without an error,
@@ -129,13 +141,7 @@ class PostgresInstance:
         bin_dir = postgresql_bin_dir()
         if bin_dir is None:
             unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-        run_as = None
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam(SERVER_USER)
-            except KeyError:
-                unavailable(f"running as root and there is no {SERVER_USER!r} user to run PostgreSQL as")
-            run_as = SERVER_USER
+        run_as = unprivileged_user("PostgreSQL")
         # Not under pytest's tmp_path: its parents are private to root, and the server
         # user must be able to reach its data directory.
         base = Path(tempfile.mkdtemp(prefix="thoughts-pg-"))
