@@ -6,7 +6,13 @@ import sys
 
 import sqlalchemy as sa
 
-from thoughts_backend.config import ConfigError, database_url, gather_settings, postgresql_connect_args
+from thoughts_backend.config import (
+    ConfigError,
+    database_url,
+    gather_settings,
+    postgresql_connect_args,
+    transaction_pooler_setting,
+)
 from thoughts_backend.db import configure_sqlite
 from thoughts_backend.schema import DatabaseIsNewer, upgrade_schema
 
@@ -15,13 +21,16 @@ def main() -> int:
     settings = gather_settings(os.environ)
     try:
         url = database_url(settings)
+        transaction_pooler = transaction_pooler_setting(settings)
     except ConfigError as error:
         print(f"init_db: {error}", file=sys.stderr)
         return 2
     # The app's connect timeouts (what DATABASE_URL sets wins), so that a database that does
     # not answer fails this in seconds instead of holding uWSGI's master, at a start or a
     # reload, for ever. No statement timeout (0): a migration on a big table may take long.
-    connect_args = postgresql_connect_args(url, 0) if url.get_backend_name() == "postgresql" else {}
+    connect_args = (
+        postgresql_connect_args(url, 0, transaction_pooler) if url.get_backend_name() == "postgresql" else {}
+    )
     engine = sa.create_engine(url, connect_args=connect_args)
     configure_sqlite(engine, 5000)
     where = url.render_as_string(hide_password=True)

@@ -22,7 +22,7 @@ from thoughts_backend.token_validation import encode_token
 # or docker; a dev requirement; a file outside ThoughtsBackend/; root) is marked `host`,
 # and imports what the image lacks inside the test, so that the image can still collect
 # its module. The long suites all need such things: their markers imply `host`.
-HOST_SUITES = ("faults", "scaleout", "browser", "idp", "container", "compose")
+HOST_SUITES = ("faults", "scaleout", "browser", "idp", "container", "compose", "pgbouncer")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
@@ -119,16 +119,41 @@ def postgresql_server_url():
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+@pytest.fixture(scope="session")
+def pgbouncer_server_url(postgresql_server_url):
+    """The test database through Debian's PgBouncer in transaction mode, with a pool of 2
+    server connections (tests/pgbouncer.py), for the run."""
+    from .pgbouncer import PgBouncer  # it imports this module's helpers
+
+    server = sa.make_url(POSTGRES_TEST_URL)
+    with PgBouncer.create(server.host or "127.0.0.1", server.port or 5432, pool_size=2) as bouncer:
+        yield bouncer.url_for(postgresql_server_url)
+
+
+# Every test of the app on PostgreSQL runs a third time through PgBouncer in transaction
+# mode, with POSTGRES_TRANSACTION_POOLER=true (app_overrides).
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgresql),
+        pytest.param("pgbouncer", marks=[pytest.mark.postgresql, pytest.mark.pgbouncer]),
+    ]
+)
 def database_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    if request.param == "pgbouncer":
+        return request.getfixturevalue("pgbouncer_server_url")
     return request.getfixturevalue("postgresql_server_url")
 
 
 @pytest.fixture
-def app_overrides(database_url, public_pem) -> dict:
-    return {"DATABASE_URL": database_url, "PUBLIC_KEY": public_pem}
+def app_overrides(request, database_url, public_pem) -> dict:
+    overrides = {"DATABASE_URL": database_url, "PUBLIC_KEY": public_pem}
+    callspec = getattr(request.node, "callspec", None)  # absent where a module has its own database_url
+    if callspec and callspec.params.get("database_url") == "pgbouncer":
+        overrides["POSTGRES_TRANSACTION_POOLER"] = "true"
+    return overrides
 
 
 @contextlib.contextmanager

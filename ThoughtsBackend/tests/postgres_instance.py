@@ -9,6 +9,8 @@ when the tests run as root the server runs as the `postgres` system user.
         url = server.url            # postgresql+psycopg://postgres@127.0.0.1:PORT/postgres
         server.stop()               # the database goes away (fast shutdown)
         server.start()              # and comes back, same port, same data
+        server.freeze()             # every server process stopped (SIGSTOP): no answer, no refusal
+        server.thaw()               # and running again (SIGCONT)
 
     with IsolatedLink.create() as link, PostgresInstance.create(link) as server:
         link.cut()                  # the server is unreachable: packets to it are dropped
@@ -20,12 +22,13 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
 from .conftest import cannot_run, postgresql_required
-from .uwsgi_process import free_port
+from .uwsgi_process import free_port, process_tree
 
 SERVER_USER = "postgres"
 START_TIMEOUT_SECONDS = 30
@@ -47,6 +50,18 @@ def _version_key(path: str) -> int:
 
 def unavailable(reason: str):
     cannot_run(reason, required=postgresql_required())
+
+
+def unprivileged_user(program: str) -> str | None:
+    """Whom to run `program` as: None (ourselves) unless we are root, which PostgreSQL and
+    PgBouncer refuse to run as; then the `postgres` system user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        unavailable(f"running as root and there is no {SERVER_USER!r} user to run {program} as")
+    return SERVER_USER
 
 
 class IsolatedLink:
@@ -116,6 +131,7 @@ class PostgresInstance:
         self.link = link
         self.host = link.peer_address if link else "127.0.0.1"
         self.log_file = data_dir.parent / "postgresql.log"
+        self.frozen: list[int] = []
 
     @classmethod
     @contextlib.contextmanager
@@ -125,13 +141,7 @@ class PostgresInstance:
         bin_dir = postgresql_bin_dir()
         if bin_dir is None:
             unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-        run_as = None
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam(SERVER_USER)
-            except KeyError:
-                unavailable(f"running as root and there is no {SERVER_USER!r} user to run PostgreSQL as")
-            run_as = SERVER_USER
+        run_as = unprivileged_user("PostgreSQL")
         # Not under pytest's tmp_path: its parents are private to root, and the server
         # user must be able to reach its data directory.
         base = Path(tempfile.mkdtemp(prefix="thoughts-pg-"))
@@ -161,6 +171,7 @@ class PostgresInstance:
             server.start()
             yield server
         finally:
+            server.thaw()
             server.stop(mode="immediate", missing_ok=True)
             shutil.rmtree(base, ignore_errors=True)
 
@@ -192,6 +203,24 @@ class PostgresInstance:
         if missing_ok and not (self.data_dir / "postmaster.pid").exists():
             return
         self._run("pg_ctl", "stop", "--wait", "--pgdata", str(self.data_dir), "--mode", mode)
+
+    def freeze(self) -> None:
+        """Stop every process of the server (SIGSTOP), the postmaster first so that it forks
+        no new one. The kernel still accepts connections and acknowledges data for them:
+        clients see no refusal, no reset, no TCP timeout; only silence."""
+        postmaster = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGSTOP)
+        self.frozen = sorted(process_tree(postmaster))
+        for pid in self.frozen:
+            with contextlib.suppress(ProcessLookupError):  # a backend that has just exited
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let the frozen processes run again (SIGCONT)."""
+        for pid in self.frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.frozen = []
 
     def log(self) -> str:
         try:

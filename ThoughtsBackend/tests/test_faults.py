@@ -331,6 +331,17 @@ def writes_refused_yet_stored(fault: DatabaseFault) -> list[Outcome]:
     return [o for o in refused if o.sent_text in fault.stored]
 
 
+def assert_each_answered_503_within(fault: DatabaseFault, name: str, seconds: float) -> None:
+    """What a fault that may leave a refused write stored (its commit sent, its answer lost)
+    must give: printed with that count; every request answered, within `seconds`; /readyz 503."""
+    print(describe(fault, name))
+    print(f"writes answered 503 yet stored: {len(writes_refused_yet_stored(fault))}")
+    assert_every_request_answered_and_no_acknowledged_write_lost(fault)
+    slow = [o for o in fault.during if o.seconds > seconds]
+    assert not slow, [(o.method, o.status, round(o.seconds, 3)) for o in slow]
+    assert fault.readiness.status == 503
+
+
 @pytest.mark.faults
 @pytest.mark.postgresql
 @pytest.mark.parametrize("shutdown", ["fast", "immediate"])

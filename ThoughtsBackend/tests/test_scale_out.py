@@ -25,6 +25,10 @@ instance's share, latency percentiles before and during the roll, restart timing
 many requests nginx passed to another instance) go to test-artifacts/scale_out.json and
 to stdout.
 
+It runs twice: with the instances connected to PostgreSQL directly, and through one
+PgBouncer in transaction mode (tests/pgbouncer.py) with 3 server connections for the 6
+workers (POSTGRES_TRANSACTION_POOLER=true; figures in test-artifacts/scale_out_pgbouncer.json).
+
 Step 1 is not optional. start_server.sh answers every request it has received when the
 SIGTERM comes, but it closes unanswered the connections that arrive after it. nginx
 passes a GET whose connection closed unanswered to another instance, but not a POST (it
@@ -54,14 +58,17 @@ import requests
 import sqlalchemy as sa
 
 from .conftest import POSTGRES_TEST_URL, cannot_run, postgresql_required, wait_for
+from .pgbouncer import PgBouncer
 from .uwsgi_process import CODE_DIR, ServedApp, free_port
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.postgresql]
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-ARTIFACT = Path(os.environ.get("TEST_ARTIFACT_DIR", REPOSITORY / "test-artifacts")) / "scale_out.json"
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACT_DIR", REPOSITORY / "test-artifacts"))
 
 INSTANCES = 3
+# Through PgBouncer: server connections for the 3 instances' 6 workers.
+PGBOUNCER_POOL_SIZE = 3
 CLIENT_THREADS = 8
 # Load runs until each instance has served this many requests through nginx, first before
 # the roll (all are in rotation) and again after its restart (at its new address).
@@ -360,10 +367,32 @@ def shared_database_url():
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
+def database_route(request) -> str:
+    """How the instances reach PostgreSQL: directly, or through one PgBouncer in transaction
+    mode with fewer server connections than the instances have workers, as many pods share one."""
+    return request.param
+
+
 @pytest.fixture
-def instances(tmp_path, shared_database_url, public_key_file):
-    """Three service instances on their own loopback ports, one database; stopped after."""
+def instance_environment(database_route, shared_database_url, public_key_file):
     environment = {"DATABASE_URL": shared_database_url, "PUBLIC_KEY_FILE": str(public_key_file)}
+    if database_route == "direct":
+        yield environment
+        return
+    server = sa.make_url(shared_database_url)
+    with PgBouncer.create(server.host, server.port, pool_size=PGBOUNCER_POOL_SIZE) as bouncer:
+        yield {
+            **environment,
+            "DATABASE_URL": bouncer.url_for(shared_database_url),
+            "POSTGRES_TRANSACTION_POOLER": "true",
+        }
+
+
+@pytest.fixture
+def instances(tmp_path, instance_environment):
+    """Three service instances on their own loopback ports, one database; stopped after."""
+    environment = instance_environment
     servers = [
         ServedApp(environment, processes=2, ready_path="/readyz", start_timeout=READY_TIMEOUT_SECONDS)
         for _ in range(INSTANCES)
@@ -436,7 +465,7 @@ def next_release(tmp_path) -> Path:
 
 
 def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(
-    instances, load_balancer, make_token, next_release, shared_database_url
+    instances, load_balancer, make_token, next_release, shared_database_url, database_route
 ):
     test_deadline = time.monotonic() + TEST_DEADLINE_SECONDS
     first_addresses = [address_of(server) for server in instances]
@@ -489,6 +518,9 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(
     failures = [failure for client in clients for failure in client.failures]
     entries = load_balancer.log_entries()
     figures = {
+        "database_route": database_route
+        if database_route == "direct"
+        else f"PgBouncer, pool of {PGBOUNCER_POOL_SIZE}",
         "instances": INSTANCES,
         "client_threads": CLIENT_THREADS,
         "client_requests": len(samples),
@@ -520,9 +552,12 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(
             for step in restarts
         ],
     }
-    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
-    ARTIFACT.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"\nscale-out figures ({ARTIFACT}):\n{json.dumps(figures, indent=2)}")
+    artifact = ARTIFACTS / (
+        "scale_out.json" if database_route == "direct" else f"scale_out_{database_route}.json"
+    )
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    artifact.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\nscale-out figures ({artifact}):\n{json.dumps(figures, indent=2)}")
 
     assert failures == [], f"{len(failures)} client requests failed, first ones: {failures[:10]}"
     engine = sa.create_engine(shared_database_url)

@@ -30,7 +30,9 @@ DEFAULTS = {
     "TOKEN_LEEWAY_SECONDS": "10",
     "MAX_CONTENT_LENGTH": str(64 * 1024),
     "SQLITE_BUSY_TIMEOUT_MS": "5000",
+    "SQLITE_SYNCHRONOUS": "FULL",
     "POSTGRES_STATEMENT_TIMEOUT_MS": "3000",
+    "POSTGRES_TRANSACTION_POOLER": "false",
     "TOKEN_USERNAME_CLAIM": "username",
     "TOKEN_ADMIN_SCOPE": "admin",
     "TOKEN_ALGORITHMS": "RS256",
@@ -53,6 +55,12 @@ SETTING_NAMES = (
     "TOKEN_ISSUER",
     "TOKEN_AUDIENCE",
 )
+
+# SQLite's synchronous modes that keep a WAL database whole (db.configure_sqlite): FULL
+# syncs the WAL at every commit, so a 201 survives a power loss; NORMAL syncs it only at
+# checkpoints, so the last commits before a power loss or a host crash may be lost (a
+# process that dies loses nothing either way).
+SQLITE_SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 
 class ConfigError(Exception):
@@ -250,14 +258,29 @@ POSTGRESQL_CONNECT_ARGS = {
 }
 
 
-def postgresql_connect_args(url: "sa.URL", statement_timeout_ms: int) -> dict:
+def postgresql_connect_args(
+    url: "sa.URL", statement_timeout_ms: int, transaction_pooler: bool = False
+) -> dict:
     """POSTGRESQL_CONNECT_ARGS and the statement timeout, under what DATABASE_URL says.
 
     SQLAlchemy lays connect_args over the URL's own parameters: whatever the URL sets
     (`?connect_timeout=10`, `?options=-c search_path=app`) is kept, and the statement
     timeout is added to the URL's `options`, unless those already set one.
+
+    Behind a pooler in transaction mode, nothing goes into `options` (PgBouncer refuses the
+    startup parameter; postgresql_timeouts.py sets the timeout per transaction instead), and
+    psycopg prepares no statement: a statement prepared on one server connection is unknown
+    to the next transaction's, and psycopg prepares one after its fifth run.
     """
     arguments = {name: value for name, value in POSTGRESQL_CONNECT_ARGS.items() if name not in url.query}
+    if transaction_pooler:
+        if "options" in url.query:
+            raise ConfigError(
+                "DATABASE_URL sets `options`, which a pooler in transaction mode refuses "
+                "(POSTGRES_TRANSACTION_POOLER=true): set those parameters on the database or "
+                "role instead (ALTER ROLE ... SET ...)"
+            )
+        return {**arguments, "prepare_threshold": None}
     options = url.query.get("options", "")
     if not isinstance(options, str):  # `options` given more than once comes as a tuple: not merged
         options = ""
@@ -270,19 +293,29 @@ def postgresql_connect_args(url: "sa.URL", statement_timeout_ms: int) -> dict:
     return arguments
 
 
+def transaction_pooler_setting(settings: Mapping) -> bool:
+    """Whether DATABASE_URL leads to a pooler in transaction mode (PgBouncer's pool_mode =
+    transaction), which shares each server connection between clients, transaction by transaction."""
+    return _boolean(settings, "POSTGRES_TRANSACTION_POOLER")
+
+
 def flask_config(settings: Mapping) -> dict:
     """Turn checked settings into the Flask configuration the app runs with."""
     url = database_url(settings)
     statement_timeout = _integer(settings, "POSTGRES_STATEMENT_TIMEOUT_MS", minimum=0)
+    transaction_pooler = transaction_pooler_setting(settings)
     engine_options: dict = {}
     if url.get_backend_name() == "postgresql":
         # A pooled connection that PostgreSQL dropped (restart, failover) is replaced before
         # use by db.configure_postgresql, which needs no pool_pre_ping.
-        engine_options = {"connect_args": postgresql_connect_args(url, statement_timeout)}
+        engine_options = {"connect_args": postgresql_connect_args(url, statement_timeout, transaction_pooler)}
     return {
         "SQLALCHEMY_DATABASE_URI": url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
+        "POSTGRES_STATEMENT_TIMEOUT_MS": statement_timeout,
+        "POSTGRES_TRANSACTION_POOLER": transaction_pooler,
         "SQLITE_BUSY_TIMEOUT_MS": _integer(settings, "SQLITE_BUSY_TIMEOUT_MS", minimum=0),
+        "SQLITE_SYNCHRONOUS": _choice(settings, "SQLITE_SYNCHRONOUS", SQLITE_SYNCHRONOUS_MODES),
         "TOKEN_LEEWAY_SECONDS": _integer(settings, "TOKEN_LEEWAY_SECONDS", minimum=0, maximum=300),
         "MAX_CONTENT_LENGTH": _integer(settings, "MAX_CONTENT_LENGTH", minimum=1024),
         **token_config(settings),
@@ -312,6 +345,13 @@ def _boolean(settings: Mapping, name: str) -> bool:
         return BOOLEANS[str(value).strip().lower()]
     except KeyError:
         raise ConfigError(f"{name} must be true or false, not {value!r}") from None
+
+
+def _choice(settings: Mapping, name: str, choices: tuple[str, ...]) -> str:
+    value = str(settings[name]).upper()
+    if value not in choices:
+        raise ConfigError(f"{name} must be {' or '.join(choices)}, not {settings[name]!r}")
+    return value
 
 
 def _integer(settings: Mapping, name: str, minimum: int, maximum: int | None = None) -> int:

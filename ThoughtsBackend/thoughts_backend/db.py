@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
+from .config import SQLITE_SYNCHRONOUS_MODES
+
 
 class Base(DeclarativeBase):
     pass
@@ -16,12 +18,17 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 
 
-def configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
-    """Make SQLite safe for several uWSGI worker processes writing at once.
+def configure_sqlite(engine: sa.Engine, busy_timeout_ms: int, synchronous: str = "FULL") -> None:
+    """Make SQLite safe for several uWSGI worker processes writing at once, and durable.
 
     WAL lets readers run beside the one writer; busy_timeout makes a writer wait for the
-    lock instead of failing at once with "database is locked".
+    lock instead of failing at once with "database is locked". synchronous FULL (the
+    default, SQLITE_SYNCHRONOUS) syncs the WAL to disk at every commit, before the answer;
+    NORMAL only at checkpoints: no commit is lost when a process dies, but the last ones
+    may be on a power loss or a host crash.
     """
+    if synchronous not in SQLITE_SYNCHRONOUS_MODES:  # it goes into a PRAGMA as text
+        raise ValueError(f"synchronous must be one of {SQLITE_SYNCHRONOUS_MODES}, not {synchronous!r}")
     if engine.dialect.name != "sqlite":
         return
 
@@ -30,8 +37,7 @@ def configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode = WAL")
-        # In WAL mode NORMAL loses nothing when a process dies, only on power loss.
-        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute(f"PRAGMA synchronous = {synchronous}")
         cursor.close()
 
 
