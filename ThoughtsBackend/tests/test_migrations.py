@@ -61,6 +61,16 @@ EXPECTED_FROM_ORIGINAL = [
 ]
 
 
+# Migrations run against each database directly: these tests shape their own sessions
+# (a New York session zone, sent as a startup option PgBouncer refuses). The start-up
+# upgrade through PgBouncer is run by the scale-out test's pgbouncer route.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    return request.getfixturevalue("postgresql_server_url")
+
+
 @pytest.fixture
 def engine(database_url):
     # On PostgreSQL a session zone other than UTC: the original's naive timestamps must be
