@@ -23,6 +23,7 @@ from thoughts_backend.db import db
 from thoughts_backend.models import Thought
 from thoughts_backend.schema import (
     MIGRATIONS_DIRECTORY,
+    SCHEMA_LOCK_KEY,
     alembic_config,
     compare_options,
     downgrade_schema,
@@ -31,7 +32,7 @@ from thoughts_backend.schema import (
     upgrade_schema,
 )
 
-from .conftest import drop_schema
+from .conftest import drop_schema, wait_for
 
 CODE_DIR = Path(__file__).resolve().parents[1]
 RELEASE_BEFORE_MIGRATIONS = Path(__file__).parent / "data" / "release_before_migrations.{}.sql"
@@ -325,6 +326,59 @@ def test_flask_db_commands(engine, database_url, public_key_file, public_pem):
     assert check.returncode == 0, check.stderr
     assert "No new upgrade operations detected" in check.stdout + check.stderr
     assert shown(database_url, public_pem) == EXPECTED_FROM_ORIGINAL
+
+
+@pytest.mark.postgresql
+def test_flask_db_upgrade_waits_for_another_migration_beyond_the_statement_timeout(
+    postgresql_server_url, public_key_file
+):
+    """`flask db upgrade` runs on the app's engine, whose POSTGRES_STATEMENT_TIMEOUT_MS
+    would cancel its wait for the schema lock (another instance migrating) or a long index
+    build: the migration's transaction has no statement timeout."""
+    engine = sa.create_engine(postgresql_server_url)
+    drop_schema(engine)
+    environment = {
+        **os.environ,
+        "FLASK_APP": "wsgi",
+        "DATABASE_URL": postgresql_server_url,
+        "PUBLIC_KEY_FILE": str(public_key_file),
+        "POSTGRES_STATEMENT_TIMEOUT_MS": "50",
+    }
+    # Waiting for the lock for 20 times the statement timeout: it would have been cancelled.
+    waited_long = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+        " AND clock_timestamp() - query_start > interval '1 second'"
+    )
+    try:
+        with engine.connect() as lock_holder, engine.connect() as observer:
+            # Each poll in a transaction of its own: pg_stat_activity is read once per transaction.
+            observer.execution_options(isolation_level="AUTOCOMMIT")
+            lock_holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            upgrade = subprocess.Popen(
+                [sys.executable, "-m", "flask", "db", "upgrade"],
+                cwd=CODE_DIR,
+                env=environment,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                wait_for(
+                    lambda: upgrade.poll() is not None or observer.scalar(waited_long) > 0,
+                    60,
+                    "flask db upgrade to wait for the schema lock for a second",
+                )
+            finally:
+                lock_holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+                lock_holder.commit()
+            output, _ = upgrade.communicate(timeout=120)
+        assert upgrade.returncode == 0, output
+        with engine.connect() as connection:
+            assert stored_revision(connection) == head_revision()
+    finally:
+        drop_schema(engine)
+        engine.dispose()
 
 
 def test_a_database_newer_than_the_code_is_served_without_migrating(engine, database_url):
