@@ -24,6 +24,7 @@ from thoughts_backend.models import Thought
 from thoughts_backend.schema import (
     MIGRATIONS_DIRECTORY,
     SCHEMA_LOCK_KEY,
+    TOTAL_TRIGGERS,
     alembic_config,
     compare_options,
     downgrade_schema,
@@ -31,6 +32,7 @@ from thoughts_backend.schema import (
     stored_revision,
     upgrade_schema,
 )
+from thoughts_backend.search import SEARCH_INDEX_NAME, SQLITE_SEARCH_TRIGGERS
 
 from .conftest import drop_schema, wait_for
 
@@ -140,6 +142,30 @@ def schema_differences(engine) -> list:
         return compare_metadata(context, compare_options()["target_metadata"])
 
 
+def assert_objects_outside_the_models(engine) -> None:
+    """What the drift check cannot see (it compares the models' tables and indexes only) is
+    at head: on SQLite, AUTOINCREMENT and the search index's triggers, which a revision
+    that copies the table (Alembic's batch mode) would silently drop; on PostgreSQL, the
+    search index and the total's triggers."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            table_sql = connection.scalar(sa.text("SELECT sql FROM sqlite_master WHERE name = 'thought'"))
+            assert "AUTOINCREMENT" in table_sql
+            triggers = connection.scalars(
+                sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'thought'")
+            )
+            assert set(triggers) == set(SQLITE_SEARCH_TRIGGERS)
+        else:
+            triggers = connection.scalars(
+                sa.text(
+                    "SELECT tgname FROM pg_trigger WHERE tgrelid = 'thought'::regclass AND NOT tgisinternal"
+                )
+            )
+            assert set(triggers) == set(TOTAL_TRIGGERS)
+            indexes = {index["name"] for index in sa.inspect(connection).get_indexes("thought")}
+            assert SEARCH_INDEX_NAME in indexes
+
+
 def test_head_revision_read_without_alembic_is_alembic_head():
     script = ScriptDirectory.from_config(alembic_config())
     assert head_revision() == script.get_current_head() == REVISIONS[-1]
@@ -151,6 +177,7 @@ def test_empty_database_is_brought_to_head(engine, database_url, public_pem, pri
     with engine.connect() as connection:
         assert stored_revision(connection) == head_revision()
     assert schema_differences(engine) == []
+    assert_objects_outside_the_models(engine)
     created = post(database_url, public_pem, private_key, "a needle in a new database")
     assert shown(database_url, public_pem, "/api/thoughts/?search=NEEDLE") == [created]
     assert upgrade_schema(engine) is False  # at head: nothing to do
@@ -182,6 +209,7 @@ def test_release_before_migrations_is_taken_over_without_touching_a_row(
         assert stored_revision(connection) == head_revision()
         assert connection.execute(sa.text("SELECT * FROM thought ORDER BY id")).all() == rows_before
     assert schema_differences(engine) == []
+    assert_objects_outside_the_models(engine)
     assert shown(database_url, public_pem, "/api/thoughts/?search=needle") == created
     assert post(database_url, public_pem, private_key, "after")["id"] == created[-1]["id"] + 1
 
@@ -195,6 +223,7 @@ def test_original_thoughtsbackend_database_is_brought_over_with_every_row(
         assert stored_revision(connection) == head_revision()
         assert not sa.inspect(connection).has_table("thought_model")
     assert schema_differences(engine) == []
+    assert_objects_outside_the_models(engine)
     assert shown(database_url, public_pem) == EXPECTED_FROM_ORIGINAL
     assert shown(database_url, public_pem, "/api/thoughts/?search=NEEDLE") == [EXPECTED_FROM_ORIGINAL[2]]
     # The ORM reads them as the service's own rows, and new ids follow the largest.
@@ -243,6 +272,7 @@ def test_database_at_each_revision_is_brought_to_head_with_its_rows(
     with engine.connect() as connection:
         assert stored_revision(connection) == head_revision()
     assert schema_differences(engine) == []
+    assert_objects_outside_the_models(engine)
     assert shown(database_url, public_pem) == EXPECTED_FROM_ORIGINAL
     assert shown(database_url, public_pem, "/api/thoughts/?search=needle") == [EXPECTED_FROM_ORIGINAL[2]]
     assert post(database_url, public_pem, private_key, "next")["id"] == 8
