@@ -5,7 +5,8 @@ through Flask-Migrate for `flask db ...`). This module is what the service's sta
 (init_db.py, in uWSGI's master before the workers fork), and what env.py asks for the
 lock, the take-over of a database made before migrations, and autogenerate's options.
 
-A start on a database already at head costs one SELECT: Alembic is not even imported
+A start on a database already at head costs two small reads (is there an alembic_version,
+and what it holds; on SQLite also its version and FTS5 check): Alembic is not even imported
 (importing it costs more than the rest of the start's Python imports together would
 allow). Only a database behind head pays for Alembic and for the schema lock.
 """
