@@ -39,6 +39,11 @@ def main() -> int:
     except sa.exc.OperationalError as error:
         print(f"init_db: cannot use the database at {where}: {error.orig}", file=sys.stderr)
         return 1
+    except sa.exc.DBAPIError as error:
+        # A migration the database refused (an object made by hand in its way, a missing
+        # privilege): its transaction is rolled back, and the start stops with the reason.
+        print(f"init_db: cannot migrate the database at {where}: {error.orig}", file=sys.stderr)
+        return 1
     except DatabaseIsNewer as error:
         # A rollback to this release during or after a rolling update: expand-then-contract
         # (README) keeps a newer schema readable by the release before it.

@@ -86,3 +86,24 @@ def test_several_instances_starting_at_once_all_succeed(postgresql_server_url):
     assert [code for code, _ in outcomes] == [0, 0, 0, 0], outcomes
     drop_schema(engine)
     engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_a_migration_the_database_refuses_stops_with_one_sentence(postgresql_server_url):
+    """A table made by hand where a revision makes one: no traceback, the reason, exit 1,
+    and nothing of the failed migration left (its transaction is rolled back)."""
+    engine = sa.create_engine(postgresql_server_url)
+    drop_schema(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE thought_total (hand_made integer)")
+    try:
+        result = run_init_db(DATABASE_URL=postgresql_server_url)
+        assert result.returncode == 1, result.stderr
+        assert "init_db: cannot migrate the database at postgresql+psycopg://" in result.stderr
+        assert 'relation "thought_total" already exists' in result.stderr
+        assert "Traceback" not in result.stderr
+        with engine.connect() as connection:
+            assert set(sa.inspect(connection).get_table_names()) == {"thought_total"}
+    finally:
+        drop_schema(engine)
+        engine.dispose()

@@ -23,6 +23,8 @@ from thoughts_backend.db import db
 from thoughts_backend.models import Thought
 from thoughts_backend.schema import (
     MIGRATIONS_DIRECTORY,
+    SCHEMA_LOCK_KEY,
+    TOTAL_TRIGGERS,
     alembic_config,
     compare_options,
     downgrade_schema,
@@ -30,8 +32,9 @@ from thoughts_backend.schema import (
     stored_revision,
     upgrade_schema,
 )
+from thoughts_backend.search import SEARCH_INDEX_NAME, SQLITE_SEARCH_TRIGGERS
 
-from .conftest import drop_schema
+from .conftest import drop_schema, wait_for
 
 CODE_DIR = Path(__file__).resolve().parents[1]
 RELEASE_BEFORE_MIGRATIONS = Path(__file__).parent / "data" / "release_before_migrations.{}.sql"
@@ -149,6 +152,30 @@ def schema_differences(engine) -> list:
         return compare_metadata(context, compare_options()["target_metadata"])
 
 
+def assert_objects_outside_the_models(engine) -> None:
+    """What the drift check cannot see (it compares the models' tables and indexes only) is
+    at head: on SQLite, AUTOINCREMENT and the search index's triggers, which a revision
+    that copies the table (Alembic's batch mode) would silently drop; on PostgreSQL, the
+    search index and the total's triggers."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            table_sql = connection.scalar(sa.text("SELECT sql FROM sqlite_master WHERE name = 'thought'"))
+            assert "AUTOINCREMENT" in table_sql
+            triggers = connection.scalars(
+                sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'thought'")
+            )
+            assert set(triggers) == set(SQLITE_SEARCH_TRIGGERS)
+        else:
+            triggers = connection.scalars(
+                sa.text(
+                    "SELECT tgname FROM pg_trigger WHERE tgrelid = 'thought'::regclass AND NOT tgisinternal"
+                )
+            )
+            assert set(triggers) == set(TOTAL_TRIGGERS)
+            indexes = {index["name"] for index in sa.inspect(connection).get_indexes("thought")}
+            assert SEARCH_INDEX_NAME in indexes
+
+
 def test_head_revision_read_without_alembic_is_alembic_head():
     script = ScriptDirectory.from_config(alembic_config())
     assert head_revision() == script.get_current_head() == REVISIONS[-1]
@@ -160,6 +187,7 @@ def test_empty_database_is_brought_to_head(engine, database_url, public_pem, pri
     with engine.connect() as connection:
         assert stored_revision(connection) == head_revision()
     assert schema_differences(engine) == []
+    assert_objects_outside_the_models(engine)
     created = post(database_url, public_pem, private_key, "a needle in a new database")
     assert shown(database_url, public_pem, "/api/thoughts/?search=NEEDLE") == [created]
     assert upgrade_schema(engine) is False  # at head: nothing to do
@@ -191,6 +219,7 @@ def test_release_before_migrations_is_taken_over_without_touching_a_row(
         assert stored_revision(connection) == head_revision()
         assert connection.execute(sa.text("SELECT * FROM thought ORDER BY id")).all() == rows_before
     assert schema_differences(engine) == []
+    assert_objects_outside_the_models(engine)
     assert shown(database_url, public_pem, "/api/thoughts/?search=needle") == created
     assert post(database_url, public_pem, private_key, "after")["id"] == created[-1]["id"] + 1
 
@@ -204,6 +233,7 @@ def test_original_thoughtsbackend_database_is_brought_over_with_every_row(
         assert stored_revision(connection) == head_revision()
         assert not sa.inspect(connection).has_table("thought_model")
     assert schema_differences(engine) == []
+    assert_objects_outside_the_models(engine)
     assert shown(database_url, public_pem) == EXPECTED_FROM_ORIGINAL
     assert shown(database_url, public_pem, "/api/thoughts/?search=NEEDLE") == [EXPECTED_FROM_ORIGINAL[2]]
     # The ORM reads them as the service's own rows, and new ids follow the largest.
@@ -252,6 +282,7 @@ def test_database_at_each_revision_is_brought_to_head_with_its_rows(
     with engine.connect() as connection:
         assert stored_revision(connection) == head_revision()
     assert schema_differences(engine) == []
+    assert_objects_outside_the_models(engine)
     assert shown(database_url, public_pem) == EXPECTED_FROM_ORIGINAL
     assert shown(database_url, public_pem, "/api/thoughts/?search=needle") == [EXPECTED_FROM_ORIGINAL[2]]
     assert post(database_url, public_pem, private_key, "next")["id"] == 8
@@ -335,6 +366,59 @@ def test_flask_db_commands(engine, database_url, public_key_file, public_pem):
     assert check.returncode == 0, check.stderr
     assert "No new upgrade operations detected" in check.stdout + check.stderr
     assert shown(database_url, public_pem) == EXPECTED_FROM_ORIGINAL
+
+
+@pytest.mark.postgresql
+def test_flask_db_upgrade_waits_for_another_migration_beyond_the_statement_timeout(
+    postgresql_server_url, public_key_file
+):
+    """`flask db upgrade` runs on the app's engine, whose POSTGRES_STATEMENT_TIMEOUT_MS
+    would cancel its wait for the schema lock (another instance migrating) or a long index
+    build: the migration's transaction has no statement timeout."""
+    engine = sa.create_engine(postgresql_server_url)
+    drop_schema(engine)
+    environment = {
+        **os.environ,
+        "FLASK_APP": "wsgi",
+        "DATABASE_URL": postgresql_server_url,
+        "PUBLIC_KEY_FILE": str(public_key_file),
+        "POSTGRES_STATEMENT_TIMEOUT_MS": "50",
+    }
+    # Waiting for the lock for 20 times the statement timeout: it would have been cancelled.
+    waited_long = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+        " AND clock_timestamp() - query_start > interval '1 second'"
+    )
+    try:
+        with engine.connect() as lock_holder, engine.connect() as observer:
+            # Each poll in a transaction of its own: pg_stat_activity is read once per transaction.
+            observer.execution_options(isolation_level="AUTOCOMMIT")
+            lock_holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            upgrade = subprocess.Popen(
+                [sys.executable, "-m", "flask", "db", "upgrade"],
+                cwd=CODE_DIR,
+                env=environment,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                wait_for(
+                    lambda: upgrade.poll() is not None or observer.scalar(waited_long) > 0,
+                    60,
+                    "flask db upgrade to wait for the schema lock for a second",
+                )
+            finally:
+                lock_holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+                lock_holder.commit()
+            output, _ = upgrade.communicate(timeout=120)
+        assert upgrade.returncode == 0, output
+        with engine.connect() as connection:
+            assert stored_revision(connection) == head_revision()
+    finally:
+        drop_schema(engine)
+        engine.dispose()
 
 
 def test_a_database_newer_than_the_code_is_served_without_migrating(engine, database_url):

@@ -5,7 +5,8 @@ through Flask-Migrate for `flask db ...`). This module is what the service's sta
 (init_db.py, in uWSGI's master before the workers fork), and what env.py asks for the
 lock, the take-over of a database made before migrations, and autogenerate's options.
 
-A start on a database already at head costs one SELECT: Alembic is not even imported
+A start on a database already at head costs two small reads (is there an alembic_version,
+and what it holds; on SQLite also its version and FTS5 check): Alembic is not even imported
 (importing it costs more than the rest of the start's Python imports together would
 allow). Only a database behind head pays for Alembic and for the schema lock.
 """
@@ -126,8 +127,8 @@ def head_revision() -> str | None:
 def schema_lock(connection: sa.Connection):
     """Hold the schema lock for a migration, in one transaction, committed at the end.
 
-    PostgreSQL: a transaction-scoped advisory lock; its DDL is transactional, so a failed
-    migration leaves nothing half made. SQLite: the database's write lock from the start
+    PostgreSQL: a transaction-scoped advisory lock, waited for without a statement timeout;
+    its DDL is transactional, so a failed migration leaves nothing half made. SQLite: the database's write lock from the start
     of the transaction (BEGIN IMMEDIATE), waited for up to SQLITE_SCHEMA_WAIT_MS. Either
     way an instance that waited finds the migration done, and does nothing.
     """
@@ -146,6 +147,10 @@ def schema_lock(connection: sa.Connection):
             connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(waited_before_ms)}")
             connection.commit()
         return
+    # No statement timeout for this transaction: `flask db` runs on the app's engine, whose
+    # POSTGRES_STATEMENT_TIMEOUT_MS (3 s) would cancel the wait for another instance's
+    # migration, or an index build on a big table, half way.
+    connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
     try:
         yield
