@@ -43,3 +43,32 @@ def test_create_token_without_identity_settings_writes_neither_iss_nor_aud(tmp_p
     )
     payload = jwt.decode(result.stdout.strip(), options={"verify_signature": False})
     assert set(payload) == {"username", "iat", "exp"} and payload["username"] == "dave"
+
+
+def test_create_token_writes_the_audience_as_client_id_for_cognito(tmp_path):
+    import jwt
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["generate-keys", "--dir", str(tmp_path)]).exit_code == 0
+    settings = {
+        "PUBLIC_KEY_FILE": str(tmp_path / "public.pem"),
+        "TOKEN_ISSUER": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example",
+        "TOKEN_AUDIENCE": "1example23456789",
+        "TOKEN_AUDIENCE_CLAIM": "client_id",
+    }
+    result = runner.invoke(
+        cli,
+        ["create-token", "erin", "--private-key-file", str(tmp_path / "private.pem")],
+        env={
+            **{name: value for name, value in settings.items() if name.startswith("TOKEN_")},
+            "TOKEN_USERNAME_CLAIM": None,
+        },
+    )
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    payload = jwt.decode(token, options={"verify_signature": False})
+    assert payload["client_id"] == "1example23456789" and "aud" not in payload
+    token_config = config.token_config(gather_settings({}, settings))
+    assert (
+        decode_token(token, token_config["TOKEN_KEYS"], rules=token_config["TOKEN_RULES"]).username == "erin"
+    )

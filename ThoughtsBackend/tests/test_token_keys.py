@@ -97,6 +97,82 @@ def test_the_username_claim_and_scopes_are_mapped():
     )
 
 
+COGNITO_ISSUER = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example"
+COGNITO_CLIENT = "1example23456789"
+COGNITO_RULES = TokenRules(issuer=COGNITO_ISSUER, audience=COGNITO_CLIENT, audience_claim="client_id")
+
+
+def cognito_access_token(key, **claims):
+    """Shaped as Cognito writes an access token: client_id, username, scope, token_use; no aud."""
+    claims = {
+        "iss": COGNITO_ISSUER,
+        "sub": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+        "client_id": COGNITO_CLIENT,
+        "token_use": "access",
+        "scope": "thoughts/write thoughts/admin",
+        "username": "alice",
+        **claims,
+    }
+    return sign(key, kid="k1", **{name: value for name, value in claims.items() if value is not None})
+
+
+def test_a_cognito_access_token_is_accepted_by_its_client_id():
+    key = new_key()
+    source = jwks_source(public_jwk(key, kid="k1"))
+    claims = decode_token(cognito_access_token(key), source, rules=COGNITO_RULES, cache=None)
+    assert (claims.username, claims.scopes) == ("alice", frozenset({"thoughts/write", "thoughts/admin"}))
+    # token_use is Cognito's; other issuers leave it out. An aud does not decide, whatever it says.
+    assert decode_token(cognito_access_token(key, token_use=None, aud="other"), source, rules=COGNITO_RULES)
+    # The other checks stay: issuer, expiry, the user-name claim.
+    assert "issuer (iss) is not the one" in refused(
+        source, cognito_access_token(key, iss="https://evil.example"), COGNITO_RULES
+    )
+    assert "has expired" in refused(
+        source, cognito_access_token(key, exp=int(time.time()) - 60), COGNITO_RULES
+    )
+    assert "username must be a string of 1 to 50" in refused(
+        source, cognito_access_token(key, username=""), COGNITO_RULES
+    )
+
+
+@pytest.mark.parametrize(
+    "claims, sentence",
+    [
+        (
+            {"client_id": "another-app-client"},
+            r"not meant for this service \(its client_id is not TOKEN_AUDIENCE\)",
+        ),
+        (
+            {"client_id": [COGNITO_CLIENT]},
+            r"not meant for this service \(its client_id is not TOKEN_AUDIENCE\)",
+        ),
+        ({"client_id": None}, "The token has no 'client_id' claim"),
+        # Its aud is the very app client: only the claims that say "access token" tell them apart.
+        (
+            {"token_use": "id", "client_id": None, "aud": COGNITO_CLIENT, "cognito:username": "alice"},
+            r"not an access token \(its token_use is not 'access'\)",
+        ),
+        ({"token_use": "id"}, r"not an access token \(its token_use is not 'access'\)"),
+    ],
+)
+def test_cognito_tokens_for_another_client_or_not_access_tokens_are_refused(claims, sentence):
+    key = new_key()
+    source = jwks_source(public_jwk(key, kid="k1"))
+    with pytest.raises(TokenError, match=sentence):
+        decode_token(cognito_access_token(key, **claims), source, rules=COGNITO_RULES, cache=None)
+
+
+def test_with_aud_deciding_client_id_and_token_use_change_nothing():
+    key = new_key()
+    source = jwks_source(public_jwk(key, kid="k1"))
+    assert decode_token(
+        token(key, **{"client_id": "someone-else", "token_use": "id"}), source, rules=RULES, cache=None
+    )
+    assert "no 'aud' claim" in refused(source, sign(key, kid="k1", iss=ISSUER, client_id="thoughts"))
+    cognito_style = dict(COGNITO_RULES.__dict__, audience_claim="aud")
+    assert "no 'aud' claim" in refused(source, cognito_access_token(key), TokenRules(**cognito_style))
+
+
 @pytest.mark.parametrize("typ", [None, "JWT", "at+jwt", "application/at+JWT"])
 def test_access_token_types_are_accepted(typ):
     key = new_key()

@@ -44,6 +44,15 @@ ISSUER = "https://idp.example/realms/main"
         ),
         ({"TOKEN_USERNAME_CLAIM": "exp"}, "TOKEN_USERNAME_CLAIM must name the claim .* not 'exp'"),
         ({"TOKEN_ADMIN_SCOPE": "admin write"}, "TOKEN_ADMIN_SCOPE must be one scope name"),
+        (
+            {"TOKEN_AUDIENCE_CLAIM": "azp", "TOKEN_AUDIENCE": "api"},
+            "TOKEN_AUDIENCE_CLAIM must be aud, or client_id for Amazon Cognito access tokens, not 'azp'",
+        ),
+        ({"TOKEN_AUDIENCE_CLAIM": "Client_ID", "TOKEN_AUDIENCE": "api"}, "not 'Client_ID'"),
+        (
+            {"TOKEN_AUDIENCE_CLAIM": "client_id"},
+            "TOKEN_AUDIENCE_CLAIM=client_id needs TOKEN_AUDIENCE: set it to the app client id",
+        ),
         ({"TOKEN_ADMIN_SCOPE": 'ad"min'}, "TOKEN_ADMIN_SCOPE must be one scope name"),
         (
             {"JWKS_URL": "https://idp.example/jwks"},
@@ -191,6 +200,22 @@ def test_good_settings_choose_the_source_and_rules(tmp_path, public_pem, jwks_fi
         "thoughts:admin",
     )
     assert rules.algorithms == ("RS256", "PS256", "ES256")
+    assert rules.audience_claim == "aud"
+
+    cognito_issuer = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example"
+    cognito = token_config(
+        tmp_path,
+        {
+            "TOKEN_ISSUER": cognito_issuer,
+            "TOKEN_AUDIENCE": "1example23456789",
+            "TOKEN_AUDIENCE_CLAIM": "client_id",
+        },
+    )
+    assert cognito["TOKEN_KEYS"].issuer == cognito_issuer
+    assert (cognito["TOKEN_RULES"].audience, cognito["TOKEN_RULES"].audience_claim) == (
+        "1example23456789",
+        "client_id",
+    )
 
     loopback = token_config(
         tmp_path, {"JWKS_URL": "http://127.0.0.1:9/jwks", "TOKEN_ISSUER": ISSUER, "TOKEN_AUDIENCE": "api"}

@@ -16,6 +16,8 @@ from thoughts_backend.token_validation import (
     validate_authorization_header,
 )
 
+from .conftest import app_with_schema
+
 
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -170,3 +172,35 @@ def test_every_attack_is_401_over_http(client, attacks):
 def test_header_of_10kb_is_401(client):
     response = client.get("/api/me/thoughts/", headers={"Authorization": "Bearer " + "a" * 10_000})
     assert response.status_code == 401
+
+
+def test_a_service_set_up_for_cognito_answers_by_client_id_over_http(app_overrides, private_key):
+    """TOKEN_AUDIENCE_CLAIM=client_id: Cognito's access token passes, its ID token and another
+    app client's access token are 401s with a sentence saying why."""
+    issuer = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example"
+    settings = {"TOKEN_ISSUER": issuer, "TOKEN_AUDIENCE": "1example", "TOKEN_AUDIENCE_CLAIM": "client_id"}
+
+    def cognito(**claims) -> str:
+        claims = {"iss": issuer, "client_id": "1example", "token_use": "access", "scope": "openid", **claims}
+        return encode_token("alice", private_key, **{name: value for name, value in claims.items() if value})
+
+    with app_with_schema({**app_overrides, **settings}) as app:
+        client = app.test_client()
+        answers = {
+            name: client.get("/api/me/thoughts/", headers={"Authorization": f"Bearer {token}"})
+            for name, token in {
+                "access": cognito(),
+                "other client": cognito(client_id="2other"),
+                "no client_id": cognito(client_id=None),
+                "id token": cognito(**{"client_id": None, "token_use": "id", "aud": "1example"}),
+            }.items()
+        }
+    assert answers["access"].status_code == 200, answers["access"].json
+    assert {name: answer.status_code for name, answer in answers.items() if name != "access"} == {
+        "other client": 401,
+        "no client_id": 401,
+        "id token": 401,
+    }
+    assert "client_id is not TOKEN_AUDIENCE" in answers["other client"].json["message"]
+    assert "no 'client_id' claim" in answers["no client_id"].json["message"]
+    assert "not an access token" in answers["id token"].json["message"]

@@ -69,7 +69,17 @@ def generate_keys(keys_dir: Path, if_missing: bool):
 )
 @click.option("--issuer", envvar="TOKEN_ISSUER", help="Write this `iss` (default: TOKEN_ISSUER, when set).")
 @click.option(
-    "--audience", envvar="TOKEN_AUDIENCE", help="Write this `aud` (default: TOKEN_AUDIENCE, when set)."
+    "--audience",
+    envvar="TOKEN_AUDIENCE",
+    help="Write this audience under --audience-claim (default: TOKEN_AUDIENCE, when set).",
+)
+@click.option(
+    "--audience-claim",
+    envvar="TOKEN_AUDIENCE_CLAIM",
+    type=click.Choice(["aud", "client_id"]),
+    default="aud",
+    show_default=True,
+    help="The claim --audience goes in (default: TOKEN_AUDIENCE_CLAIM, when set).",
 )
 @click.option(
     "--username-claim",
@@ -92,13 +102,15 @@ def create_token(
     private_key_file: Path,
     issuer: str | None,
     audience: str | None,
+    audience_claim: str,
     username_claim: str,
     admin_scope: str,
 ):
     """Print a signed token for USERNAME on standard output.
 
     With TOKEN_ISSUER and TOKEN_AUDIENCE set, as the service has them, the token carries
-    them, so that a service checking issuer and audience accepts it.
+    them (the audience under TOKEN_AUDIENCE_CLAIM), so that a service checking issuer and
+    audience accepts it.
     """
     # Here, not at the top: generate-keys, run by start_server.sh, needs none of what
     # token_validation imports (PyJWT, the models, SQLAlchemy).
@@ -115,7 +127,7 @@ def create_token(
         raise click.ClickException(f"{private_key_file} is not an unencrypted PEM private key") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise click.ClickException(f"{private_key_file} is not an RSA private key")
-    claims = {name: value for name, value in (("iss", issuer), ("aud", audience)) if value}
+    claims = {name: value for name, value in (("iss", issuer), (audience_claim, audience)) if value}
     click.echo(
         encode_token(
             username,

@@ -34,6 +34,7 @@ DEFAULTS = {
     "POSTGRES_STATEMENT_TIMEOUT_MS": "3000",
     "POSTGRES_TRANSACTION_POOLER": "false",
     "TOKEN_USERNAME_CLAIM": "username",
+    "TOKEN_AUDIENCE_CLAIM": "aud",
     "TOKEN_ADMIN_SCOPE": "admin",
     "TOKEN_ALGORITHMS": "RS256",
     "JWKS_REFRESH_SECONDS": "60",
@@ -183,7 +184,7 @@ _NOT_A_USERNAME = frozenset({"exp", "iat", "nbf", "aud", "iss", "jti", "scope", 
 
 
 def token_rules(settings: Mapping, algorithms: tuple[str, ...]):
-    from .token_validation import DEFAULT_RULES, TokenRules
+    from .token_validation import AUDIENCE_CLAIMS, DEFAULT_RULES, TokenRules
 
     claim = str(settings["TOKEN_USERNAME_CLAIM"])
     if not _CLAIM_NAME.fullmatch(claim) or claim in _NOT_A_USERNAME:
@@ -196,10 +197,20 @@ def token_rules(settings: Mapping, algorithms: tuple[str, ...]):
         raise ConfigError(
             f"TOKEN_ADMIN_SCOPE must be one scope name (no spaces or quotes, e.g. admin), not {admin_scope!r}"
         )
+    audience = settings.get("TOKEN_AUDIENCE") or None
+    audience_claim = str(settings["TOKEN_AUDIENCE_CLAIM"]).strip()
+    if audience_claim not in AUDIENCE_CLAIMS:
+        raise ConfigError(
+            "TOKEN_AUDIENCE_CLAIM must be aud, or client_id for Amazon Cognito access tokens, "
+            f"not {settings['TOKEN_AUDIENCE_CLAIM']!r}"
+        )
+    if audience_claim == "client_id" and audience is None:
+        raise ConfigError("TOKEN_AUDIENCE_CLAIM=client_id needs TOKEN_AUDIENCE: set it to the app client id")
     rules = TokenRules(
         username_claim=claim,
         issuer=settings.get("TOKEN_ISSUER") or None,
-        audience=settings.get("TOKEN_AUDIENCE") or None,
+        audience=audience,
+        audience_claim=audience_claim,
         algorithms=algorithms,
         admin_scope=admin_scope,
     )

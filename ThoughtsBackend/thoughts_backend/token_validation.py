@@ -36,6 +36,10 @@ class TokenError(Exception):
 # RFC 9068 §4 asks for at+jwt; the IdPs in use, and this service's own tokens, write JWT or nothing.
 ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
 
+# The claims TOKEN_AUDIENCE may be checked in: RFC 7519's aud, or client_id (RFC 9068 §2.2),
+# where Amazon Cognito's access tokens name their app client and which carry no aud.
+AUDIENCE_CLAIMS = ("aud", "client_id")
+
 
 @dataclass(frozen=True)
 class TokenRules:
@@ -44,6 +48,8 @@ class TokenRules:
     username_claim: str = "username"
     issuer: str | None = None
     audience: str | None = None
+    # "aud" (PyJWT's check: a string or a list containing audience) or "client_id" (equal to it).
+    audience_claim: str = "aud"
     algorithms: tuple[str, ...] = (ALGORITHM,)
     admin_scope: str = ADMIN_SCOPE
 
@@ -202,7 +208,8 @@ def _verify(token: str, source, key_set, leeway: int, rules: "TokenRules") -> tu
     # token, say) is refused as that, whatever claims it lacks.
     required = ["exp"]
     required += ["iss"] if rules.issuer is not None else []
-    required += ["aud"] if rules.audience is not None else []
+    by_aud = rules.audience_claim == "aud"
+    required += ["aud"] if rules.audience is not None and by_aud else []
     for candidate in candidates:
         try:
             payload = jwt.decode(
@@ -210,9 +217,10 @@ def _verify(token: str, source, key_set, leeway: int, rules: "TokenRules") -> tu
                 candidate.key,
                 algorithms=[algorithm],
                 leeway=leeway,
-                audience=rules.audience,
+                audience=rules.audience if by_aud else None,
                 issuer=rules.issuer,
-                options={"require": required},
+                # With client_id deciding, an aud (a Cognito ID token's, say) is not checked here.
+                options={"require": required, "verify_aud": by_aud},
             )
         except jwt.InvalidSignatureError:
             continue  # another candidate's, perhaps
@@ -237,6 +245,8 @@ def _verify(token: str, source, key_set, leeway: int, rules: "TokenRules") -> tu
     issued_at = payload.get("iat")
     if isinstance(issued_at, int | float) and issued_at > time.time() + leeway:
         raise TokenError("The token was issued in the future")
+    if not by_aud:
+        _check_client_id(payload, rules.audience)
 
     claim = rules.username_claim
     if claim not in payload:
@@ -248,6 +258,20 @@ def _verify(token: str, source, key_set, leeway: int, rules: "TokenRules") -> tu
         raise TokenError(f"The token's {claim} contains a NUL character")
     # PyJWT checked that exp is there and a whole number of seconds.
     return Claims(username=username, scopes=_scopes(payload)), int(payload["exp"]), candidate.key
+
+
+def _check_client_id(payload: dict, audience: str | None) -> None:
+    """TOKEN_AUDIENCE_CLAIM=client_id: an access token (token_use, when present, says so) for
+    the app client TOKEN_AUDIENCE, as Amazon Cognito writes them."""
+    use = payload.get("token_use")
+    if use is not None and use != "access":
+        raise TokenError("The token is not an access token (its token_use is not 'access')")
+    if audience is None:
+        return
+    if "client_id" not in payload:
+        raise TokenError("The token has no 'client_id' claim")
+    if payload["client_id"] != audience:
+        raise TokenError("The token is not meant for this service (its client_id is not TOKEN_AUDIENCE)")
 
 
 def _scopes(payload: dict) -> frozenset[str]:
