@@ -86,6 +86,15 @@ class DeadlineConnection(psycopg.Connection):
             ) from None
 
 
+def lift_deadline(connection: sa.Connection) -> None:
+    """No client-side deadline on this connection until the pool takes it back (its next
+    checkout sets one again): for a migration, whose wait for the schema lock or index
+    build may rightly take longer than any request."""
+    dbapi_connection = connection.connection.dbapi_connection
+    if isinstance(dbapi_connection, DeadlineConnection):
+        dbapi_connection.deadline = None
+
+
 def configure_postgresql_timeouts(
     engine: sa.Engine, statement_timeout_ms: int, transaction_pooler: bool = False
 ) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from .postgresql_timeouts import lift_deadline
 from .search import SEARCH_INDEX_NAME, SQLITE_SEARCH_INDEX, SQLITE_SEARCH_TRIGGERS, require_trigram_support
 
 MIGRATIONS_DIRECTORY = Path(__file__).resolve().parent.parent / "migrations"
@@ -149,7 +150,9 @@ def schema_lock(connection: sa.Connection):
         return
     # No statement timeout for this transaction: `flask db` runs on the app's engine, whose
     # POSTGRES_STATEMENT_TIMEOUT_MS (3 s) would cancel the wait for another instance's
-    # migration, or an index build on a big table, half way.
+    # migration, or an index build on a big table, half way. Nor the client's deadline
+    # (postgresql_timeouts), which is that timeout plus a margin.
+    lift_deadline(connection)
     connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
     try:
