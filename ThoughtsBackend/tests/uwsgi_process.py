@@ -206,13 +206,17 @@ class ServedApp:
         """The master, its workers and its routers (HTTP, fastrouter), alive now."""
         return process_tree(self.master_pid)
 
-    def worker_pids(self) -> dict[int, int]:
-        """Worker id -> pid, from uWSGI's stats socket; 0 while that worker is being respawned."""
+    def stats(self) -> dict:
+        """uWSGI's stats (its stats socket's JSON): per worker its pid, status, requests."""
         with socket.socket(socket.AF_UNIX) as stats:
             stats.settimeout(5)
             stats.connect(str(self.run_dir / "stats.sock"))
             data = b"".join(iter(lambda: stats.recv(65536), b""))
-        return {worker["id"]: worker["pid"] for worker in json.loads(data)["workers"]}
+        return json.loads(data)
+
+    def worker_pids(self) -> dict[int, int]:
+        """Worker id -> pid, from uWSGI's stats socket; 0 while that worker is being respawned."""
+        return {worker["id"]: worker["pid"] for worker in self.stats()["workers"]}
 
     def get(self, path: str, timeout: float = 10) -> tuple[int, bytes]:
         """GET `path` on a new connection: (status, body)."""

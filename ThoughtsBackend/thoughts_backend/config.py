@@ -320,6 +320,15 @@ def flask_config(settings: Mapping) -> dict:
         # A pooled connection that PostgreSQL dropped (restart, failover) is replaced before
         # use by db.configure_postgresql, which needs no pool_pre_ping.
         engine_options = {"connect_args": postgresql_connect_args(url, statement_timeout, transaction_pooler)}
+        if not transaction_pooler:
+            # Each request is one statement (a write at most two, each complete by itself),
+            # so none needs a transaction around it: without one, a read is one exchange
+            # with the server instead of three (BEGIN, the SELECT, and the ROLLBACK that
+            # returned the connection to the pool), and a write is committed by its own
+            # statement, before the answer, as COMMIT did. Migrations take a transaction of
+            # their own (schema.schema_lock). Behind a transaction pooler, each transaction
+            # must set its own statement timeout (postgresql_timeouts.py): no autocommit there.
+            engine_options["isolation_level"] = "AUTOCOMMIT"
     return {
         "SQLALCHEMY_DATABASE_URI": url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options,

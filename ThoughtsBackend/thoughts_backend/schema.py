@@ -153,6 +153,9 @@ def schema_lock(connection: sa.Connection):
     # migration, or an index build on a big table, half way. Nor the client's deadline
     # (postgresql_timeouts), which is that timeout plus a margin.
     lift_deadline(connection)
+    # The app's engine runs in autocommit (config.py): this connection, until the pool takes
+    # it back, runs in transactions, so that the lock and the DDL are in the one below.
+    connection.execution_options(isolation_level="READ COMMITTED")
     connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
     try:

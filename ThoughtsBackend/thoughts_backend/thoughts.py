@@ -4,7 +4,20 @@ import functools
 
 from flask import Response, request
 from flask_restx import Namespace, fields, inputs, reqparse
-from sqlalchemy import Text, bindparam, cast, func, literal_column, select, text
+from sqlalchemy import (
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    table,
+)
 
 from .db import db
 from .errors import ApiError
@@ -105,7 +118,15 @@ class Selection:
         self.stored_totals = stored_totals or {}
 
     def page_json(self, dialect: str):
-        """SELECT (rows on the page, the page as a JSON array) for this database."""
+        """SELECT (rows on the page, the page as a JSON array, the total or NULL) for this
+        database: one statement, one round trip to the server.
+
+        A page shorter than `limit` that is not past the end tells the total by itself
+        (offset + rows on it): the third column is then NULL, and the count, whose cost
+        grows with the table, is not run (both databases evaluate only the CASE branch
+        taken). Otherwise it is the stored total where the database keeps one, else the
+        COUNT(*).
+        """
         if dialect not in self._page_json:
             page = (
                 select(*shown_columns(dialect))
@@ -125,7 +146,13 @@ class Selection:
             else:
                 # SQLite aggregates the rows of a LIMIT subquery in the subquery's order.
                 array = func.json_group_array(thought)
-            self._page_json[dialect] = select(func.count(), array).select_from(page)
+            on_page = func.count()
+            zero = literal_column("0")
+            tells_total = and_(on_page < bindparam("limit"), or_(on_page > zero, bindparam("offset") == zero))
+            total = self.stored_totals.get(dialect, self.count).scalar_subquery().correlate(None)
+            self._page_json[dialect] = select(
+                on_page, array, case((tells_total, null()), else_=total)
+            ).select_from(page)
         return self._page_json[dialect]
 
 
@@ -140,29 +167,23 @@ def one_thought_json(dialect: str):
     return select(thought).where(Thought.__table__.c.id == bindparam("id"))
 
 
-ALL_THOUGHTS = Selection(stored_totals={"postgresql": text("SELECT thoughts FROM thought_total")})
+# PostgreSQL's total of all thoughts, kept by a trigger (migrations/versions/0004_thought_total.py).
+STORED_TOTAL = select(column("thoughts")).select_from(table("thought_total"))
+ALL_THOUGHTS = Selection(stored_totals={"postgresql": STORED_TOTAL})
 THOUGHTS_OF_USER = Selection(Thought.__table__.c.username == bindparam("username"))
 
 
 def page_of(selection: Selection, limit: int, offset: int, **parameters):
-    """One page of `selection` ordered by id, with the total in the X-Total-Count header.
-
-    A page shorter than `limit` that is not past the end tells the total by itself, so the
-    COUNT(*), whose cost grows with the table, runs only when more rows may follow.
-    """
+    """One page of `selection` ordered by id, with the total in the X-Total-Count header."""
     # Reads go through a connection of their own, not the ORM session: it is cheaper to
     # take and to give back, and nothing here needs the session's unit of work.
     with db.engine.connect() as connection:
         statement = selection.page_json(connection.dialect.name)
-        on_page, body = connection.execute(statement, {"limit": limit, "offset": offset, **parameters}).one()
-        stored_total = selection.stored_totals.get(connection.dialect.name)
-        total = None
-        if on_page < limit and (on_page or offset == 0):
-            total = offset + on_page
-        elif stored_total is not None:
-            total = connection.scalar(stored_total)
-        if total is None:
-            total = connection.scalar(selection.count, parameters)
+        on_page, body, total = connection.execute(
+            statement, {"limit": limit, "offset": offset, **parameters}
+        ).one()
+    if total is None:
+        total = offset + on_page
     return json_response(body, headers={TOTAL_COUNT_HEADER: str(total)})
 
 
