@@ -30,8 +30,8 @@ lint: install
 test: lint
 	cd $(CODE) && $(VENV)/bin/python -m pytest -m "not container and not compose and not scaleout and not browser and not faults and not idp"
 
-# Three uWSGI instances behind nginx, restarted one by one under load, connected to PostgreSQL
-# directly, then through PgBouncer (about 3 minutes; needs nginx and pgbouncer).
+# Three uWSGI instances behind HAProxy, restarted one by one under load, connected to PostgreSQL
+# directly, then through PgBouncer (about 3 minutes; needs haproxy and pgbouncer).
 test-scaleout: install
 	cd $(CODE) && $(VENV)/bin/python -m pytest -m scaleout
 

@@ -18,7 +18,7 @@ from thoughts_backend.token_validation import encode_token
 
 # docker-compose's test-sqlite and test-postgresql run the suite inside the image (its
 # test-image stage: the runtime requirements, requirements-test.txt and ThoughtsBackend/),
-# with `-m "not host"`. A test that needs anything else (a tool such as make, nginx, node
+# with `-m "not host"`. A test that needs anything else (a tool such as make, haproxy, node
 # or docker; a dev requirement; a file outside ThoughtsBackend/; root) is marked `host`,
 # and imports what the image lacks inside the test, so that the image can still collect
 # its module. The long suites all need such things: their markers imply `host`.
