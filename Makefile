@@ -74,7 +74,7 @@ USERNAME ?= alice
 token: install
 	@cd $(CODE) && $(VENV)/bin/python -m thoughts_backend create-token "$(USERNAME)" $(if $(ADMIN),--admin)
 
-# The benchmark of benchmarks/README.md: about 12 minutes; PostgreSQL runs when
+# The benchmark of benchmarks/README.md: about 14 minutes; PostgreSQL runs when
 # 127.0.0.1:5432 answers. Never part of `make test`. BENCH_ARGS="--duration 3" for a quick look.
 bench: install
 	$(VENV)/bin/python benchmarks/run_benchmarks.py $(BENCH_ARGS)

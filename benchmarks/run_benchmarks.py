@@ -1,6 +1,6 @@
 """`make bench`: ThoughtsBackend under its real uwsgi.ini, against the bare-uWSGI ceiling.
 
-    .venv/bin/python benchmarks/run_benchmarks.py [--duration 10] [--no-postgresql]
+    .venv/bin/python benchmarks/run_benchmarks.py [--duration 10] [--no-postgresql] [--only latency]
 
 Each group of runs starts the service (docker/app/start_server.sh) and the ceiling (a bare
 WSGI app, benchmarks/ceiling/wsgi.py, under the same script and uwsgi.ini) on loopback
@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "ThoughtsBackend"))
 
+import latency  # noqa: E402
 import measure  # noqa: E402
 import seed  # noqa: E402
 import servers  # noqa: E402
@@ -120,14 +121,16 @@ class Bench:
         if response.status != scenario.status:
             raise RuntimeError(f"{scenario.name}: {scenario.path} answered {response.status}: {body[:300]!r}")
 
-    def load(self, server: servers.Server, scenario: Scenario, during=None) -> dict:
+    def load(
+        self, server: servers.Server, scenario: Scenario, during=None, connections: int = CONNECTIONS
+    ) -> dict:
         self.check(server, scenario)
         options = {
             "method": scenario.method,
             "body": scenario.body,
             "headers": self.headers(scenario),
-            "connections": CONNECTIONS,
-            "threads": THREADS,
+            "connections": connections,
+            "threads": min(THREADS, connections),  # wrk wants a connection per thread at least
         }
         url = server.base_url + scenario.path
         measure.run_wrk(self.wrk, url, self.args.warmup, **options)
@@ -165,12 +168,23 @@ class Bench:
         scenarios: tuple,
         recycle: tuple = (),
         with_floors: bool = False,
+        one_connection: tuple = (),
     ) -> dict:
+        """The service on `database_url` and the ceiling side by side: the ceiling, the floors,
+        `scenarios` at CONNECTIONS (each followed by itself at one connection if it is in
+        `one_connection`), `recycle` while workers recycle, the ceiling again."""
         self.say(f"{title}: starting the service and the ceiling")
         service = servers.service(database_url, self.public_key_file, processes)
         ceiling = servers.ceiling(processes)
         floors = {name: servers.floor(name, processes) for name in FLOORS} if with_floors else {}
-        result = {"title": title, "rows": rows, "processes": processes, "scenarios": {}, "floors": {}}
+        result = {
+            "title": title,
+            "rows": rows,
+            "processes": processes,
+            "scenarios": {},
+            "floors": {},
+            "one_connection": {},
+        }
         try:
             service.start()
             ceiling.start()
@@ -188,6 +202,9 @@ class Bench:
             for name in scenarios:
                 self.say(f"{title}: {name}")
                 result["scenarios"][name] = self.load(service, SCENARIOS[name])
+                if name in one_connection:
+                    self.say(f"{title}: {name}, one connection")
+                    result["one_connection"][name] = self.load(service, SCENARIOS[name], connections=1)
             for name in recycle:
                 self.say(f"{title}: {name} while workers recycle")
                 recycled: list[int] = []
@@ -204,6 +221,45 @@ class Bench:
         result["ceiling"] = {"runs": ceiling_runs, "requests_per_second": round(reference, 1)}
         for run in (*result["scenarios"].values(), *result["floors"].values()):
             run["share_of_ceiling"] = round(run["requests_per_second"] / reference, 3)
+        return result
+
+    def one_connection_runs(self, database_url: str, scenarios: tuple) -> dict:
+        """`scenarios` one request at a time (processes=2), each run keyed by its name."""
+        service = servers.service(database_url, self.public_key_file, 2)
+        try:
+            service.start()
+            return {name: self.load(service, SCENARIOS[name], connections=1) for name in scenarios}
+        finally:
+            service.stop()
+
+    def latency_group(self) -> dict:
+        """The service on the host, PostgreSQL in a network namespace across a link with
+        latency.DELAY_MS of delay each way (latency.py): the scenarios at CONNECTIONS, and at
+        one connection, where a request waits for nothing but itself. Then the same at one
+        connection on SQLite (no network): the reference its p50 is compared with, counted
+        in the link's round trips."""
+        title = f"PostgreSQL over a {latency.DELAY_MS} ms link, {thousands(latency.ROWS)} rows, processes=2"
+        self.say(f"{title}: a private PostgreSQL in a network namespace, {latency.DELAY_MS} ms each way")
+        # Everything made here (the server, its database, the namespace) goes with the block.
+        with latency.delayed_postgresql() as (server_url, delayed_by):
+            self.say(f"{title}: delayed by {delayed_by}")
+            url = seed.PostgresqlDatabase(server_url).create(latency.ROWS)
+            round_trip = latency.link_round_trip(server_url)
+            self.say(
+                f"{title}: round trip of the link (SELECT 1, median of {round_trip['samples']}): "
+                f"{round_trip['median_ms']} ms"
+            )
+            result = self.group(
+                title, url, latency.ROWS, 2, latency.SCENARIOS, one_connection=latency.SCENARIOS
+            )
+        self.say(f"{title}: the reference, SQLite with the same rows, one connection")
+        reference = seed.seed_sqlite(self.scratch / "latency-reference.sqlite3", latency.ROWS)
+        result["link"] = {
+            "delay_ms_each_way": latency.DELAY_MS,
+            "delayed_by": delayed_by,
+            "select_1_round_trip": round_trip,
+        }
+        result["sqlite_one_connection"] = self.one_connection_runs(reference, latency.SCENARIOS)
         return result
 
     def compare_sizes(self, title: str, small: tuple[int, str], large: tuple[int, str]) -> dict:
@@ -275,7 +331,9 @@ def machine() -> dict:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    uwsgi = subprocess.run([str(servers.VENV / "bin" / "uwsgi"), "--version"], capture_output=True, text=True)
+    # The uWSGI that ServedApp runs: the one beside this Python (`make bench VENV=...`).
+    uwsgi_binary = Path(sys.executable).parent / "uwsgi"
+    uwsgi = subprocess.run([str(uwsgi_binary), "--version"], capture_output=True, text=True)
     return {
         "host": platform.node(),
         "cpu": cpu,
@@ -299,6 +357,13 @@ def postgresql_reachable() -> bool:
         return False
 
 
+def latency_unavailable(args) -> str | None:
+    """Why the latency group is skipped, or None."""
+    if args.no_postgresql:
+        return "--no-postgresql was given"
+    return latency.missing()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -306,7 +371,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10, help="seconds of load per run (default 10)")
     parser.add_argument("--warmup", type=float, default=1, help="seconds of load before each run (default 1)")
     parser.add_argument("--no-postgresql", action="store_true", help="skip the PostgreSQL runs")
-    parser.add_argument("--only", choices=("headline", "scale"), help="run one part only")
+    parser.add_argument("--only", choices=("headline", "scale", "latency"), help="run one part only")
     parser.add_argument(
         "--processes", default="2,1", help="uWSGI processes of the headline groups (default 2,1)"
     )
@@ -324,6 +389,8 @@ def main() -> int:
         help="another ThoughtsBackend/ to serve (e.g. an older commit's, from git archive), to compare",
     )
     args = parser.parse_args()
+    # A SIGTERM ends the run through the finally blocks: databases dropped, namespace deleted.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     servers.CODE = args.code.resolve()
     servers.UWSGI_INI = args.uwsgi_ini.resolve()
     if not servers.UWSGI_INI.exists():
@@ -343,7 +410,8 @@ def main() -> int:
         },
         "groups": [],
     }
-    use_postgresql = not args.no_postgresql and postgresql_reachable()
+    # The shared server is for the scale groups; the latency group starts its own.
+    use_postgresql = args.only in (None, "scale") and not args.no_postgresql and postgresql_reachable()
     with tempfile.TemporaryDirectory(prefix="thoughts-bench-") as scratch_name:
         scratch = Path(scratch_name)
         bench = Bench(args, scratch)
@@ -387,6 +455,12 @@ def main() -> int:
                 finally:
                     for database in databases.values():
                         database.drop()
+        if args.only in (None, "latency"):
+            reason = latency_unavailable(args)
+            if reason:
+                print(f"The latency group is skipped: {reason}", flush=True)
+            else:
+                results["groups"].append(bench.latency_group())
         bench.say("done")
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["targets"] = targets(results)
@@ -451,6 +525,22 @@ def targets(results: dict) -> list[dict]:
     if big:
         p99 = big["scenarios"]["search"]["p99_ms"]
         add("search on 1 000 000 rows (PostgreSQL) p99 <= 50 ms", f"{p99} ms", p99 <= 50)
+    for group in results["groups"]:
+        if "link" not in group:
+            continue
+        round_trip = group["link"]["select_1_round_trip"]["median_ms"]
+        for name in latency.READS:
+            p50 = group["one_connection"][name]["p50_ms"]
+            reference = group["sqlite_one_connection"][name]["p50_ms"]
+            beyond = latency.round_trips_beyond(p50, reference, round_trip)
+            # Closer to one round trip than to two.
+            add(
+                f"{name} over a {group['link']['delay_ms_each_way']} ms link, one connection: p50 approaches "
+                "SQLite's p50 + one round trip (<= 1.5 round trips beyond SQLite's)",
+                f"{p50} ms vs {reference} + {round_trip} = {reference + round_trip:.2f} ms; "
+                f"{beyond} round trips beyond SQLite's",
+                beyond <= 1.5,
+            )
     for comparison in results.get("size_comparisons", []):
         for name, measured in comparison["scenarios"].items():
             small_cpu, large_cpu = measured["cpu_ms_per_request"]
@@ -544,12 +634,44 @@ def render(results: dict) -> str:
                     f"| {comparison['title']} | {name} | {rows} | {cpu} | {rate} | "
                     f"{measured['cpu_ratio_large_to_small']:.2f} |"
                 )
+    for group in results["groups"]:
+        if "link" in group:
+            lines += latency_lines(group)
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for target in results["targets"]:
         lines.append(
             f"| {target['target']} | {target['measured']} | {'yes' if target['met'] else '**no**'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def latency_lines(group: dict) -> list[str]:
+    """The latency group's one-connection runs beside SQLite's, counted in round trips."""
+    link = group["link"]
+    round_trip = link["select_1_round_trip"]
+    lines = [
+        "",
+        f"{group['title']}: delayed by {link['delayed_by']}. One "
+        f"round trip of the link, `SELECT 1` on one connection of a Python client, "
+        f"{round_trip['samples']} times: "
+        f"median {round_trip['median_ms']} ms (min {round_trip['min_ms']}, p99 {round_trip['p99_ms']}). "
+        "At one connection a request waits for nothing but itself (at 32, p50 is mostly the queue for "
+        "the 2 workers); SQLite with the same rows and no network is the reference:",
+        "",
+        "| scenario | over the link: req/s | p50 ms | p99 ms | CPU ms/req | SQLite: req/s | p50 ms | p99 ms "
+        "| CPU ms/req | SQLite p50 + one round trip | round trips beyond SQLite's p50 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, run in group["one_connection"].items():
+        reference = group["sqlite_one_connection"][name]
+        beyond = latency.round_trips_beyond(run["p50_ms"], reference["p50_ms"], round_trip["median_ms"])
+        lines.append(
+            f"| {name}, 1 connection | {run['requests_per_second']:.0f} | {run['p50_ms']} | {run['p99_ms']} | "
+            f"{run['cpu_ms_per_request']} | {reference['requests_per_second']:.0f} | {reference['p50_ms']} | "
+            f"{reference['p99_ms']} | {reference['cpu_ms_per_request']} | "
+            f"{reference['p50_ms'] + round_trip['median_ms']:.2f} | {beyond} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

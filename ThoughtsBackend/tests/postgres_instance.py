@@ -15,6 +15,10 @@ when the tests run as root the server runs as the `postgres` system user.
     with IsolatedLink.create() as link, PostgresInstance.create(link) as server:
         link.cut()                  # the server is unreachable: packets to it are dropped
         link.heal()
+        link.delay(1)               # 1 ms more each way (netem): a host in the same zone
+
+`missing_server()` and `IsolatedLink.missing()` say why these cannot run here, for a caller
+outside pytest (the benchmark's latency group) that reports it instead of skipping.
 """
 
 import contextlib
@@ -52,23 +56,38 @@ def unavailable(reason: str):
     cannot_run(reason, required=postgresql_required())
 
 
-def unprivileged_user(program: str) -> str | None:
-    """Whom to run `program` as: None (ourselves) unless we are root, which PostgreSQL and
-    PgBouncer refuse to run as; then the `postgres` system user."""
+def missing_user(program: str) -> str | None:
+    """Why `program` has no user to run as (we are root and there is no `postgres`), or None."""
     if os.geteuid() != 0:
         return None
     try:
         pwd.getpwnam(SERVER_USER)
     except KeyError:
-        unavailable(f"running as root and there is no {SERVER_USER!r} user to run {program} as")
-    return SERVER_USER
+        return f"running as root and there is no {SERVER_USER!r} user to run {program} as"
+    return None
+
+
+def missing_server() -> str | None:
+    """Why PostgresInstance cannot start a server here, or None."""
+    if postgresql_bin_dir() is None:
+        return "PostgreSQL server binaries (initdb, pg_ctl) are not installed"
+    return missing_user("PostgreSQL")
+
+
+def unprivileged_user(program: str) -> str | None:
+    """Whom to run `program` as: None (ourselves) unless we are root, which PostgreSQL and
+    PgBouncer refuse to run as; then the `postgres` system user."""
+    reason = missing_user(program)
+    if reason:
+        unavailable(reason)
+    return SERVER_USER if os.geteuid() == 0 else None
 
 
 class IsolatedLink:
     """A network namespace joined to this one by a veth pair: a host on the other end of a
     cable that a test can cut. Packets sent over a cut link are dropped without an error,
     as across a network partition: TCP learns of it only by its own timeouts.
-    Needs root and iproute2 (`ip netns`)."""
+    Needs root and iproute2 (`ip netns`; `tc` for a delay)."""
 
     def __init__(self, name: str, subnet: int):
         self.namespace = name
@@ -77,13 +96,19 @@ class IsolatedLink:
         self.host_address = f"10.231.{subnet}.1"
         self.peer_address = f"10.231.{subnet}.2"
 
+    @staticmethod
+    def missing() -> str | None:
+        """Why a link cannot be made here, or None."""
+        if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
+            return "a link to a network namespace needs root and iproute2 (`ip netns`, `tc`)"
+        return None
+
     @classmethod
     @contextlib.contextmanager
     def create(cls):
-        if os.geteuid() != 0 or not shutil.which("ip"):
-            cannot_run(
-                "a network partition needs root and iproute2's `ip netns`", required=postgresql_required()
-            )
+        reason = cls.missing()
+        if reason:
+            cannot_run(reason, required=postgresql_required())
         link = cls(f"tb{os.getpid() % 100000}", os.getpid() % 250 + 1)
         try:
             link._ip("netns", "add", link.namespace)
@@ -106,13 +131,32 @@ class IsolatedLink:
     def heal(self) -> None:
         self._ip("link", "set", self.peer_device, "up", namespace=True)
 
+    def delay(self, milliseconds: float) -> None:
+        """Hold every packet `milliseconds` longer in each direction (netem on both ends of
+        the pair): a round trip over the link takes twice that more. Raises RuntimeError,
+        with tc's reason, where the kernel has no netem (CONFIG_NET_SCH_NETEM), leaving
+        neither end delayed."""
+        ends = ((self.host_device, False), (self.peer_device, True))
+        try:
+            for device, namespace in ends:
+                netem = ("qdisc", "add", "dev", device, "root", "netem", "delay", f"{milliseconds}ms")
+                self._run("tc", *netem, namespace=namespace)
+        except subprocess.CalledProcessError as error:
+            for device, namespace in ends:
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    self._run("tc", "qdisc", "del", "dev", device, "root", namespace=namespace)
+            raise RuntimeError(f"tc refused netem: {error.stderr.strip()}") from error
+
     def command_prefix(self) -> list[str]:
         """Run a command on the other end."""
         return ["ip", "netns", "exec", self.namespace]
 
     def _ip(self, *arguments: str, namespace: bool = False) -> None:
-        command = [*(self.command_prefix() if namespace else []), "ip", *arguments]
-        subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
+        self._run("ip", *arguments, namespace=namespace)
+
+    def _run(self, *command: str, namespace: bool = False) -> str:
+        command = (*(self.command_prefix() if namespace else []), *command)
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout
 
 
 class PostgresInstance:
@@ -138,9 +182,10 @@ class PostgresInstance:
     def create(cls, link: IsolatedLink | None = None):
         """initdb a fresh cluster, start it (at the far end of `link` if given, else on
         127.0.0.1), and remove everything on exit."""
+        reason = missing_server()
+        if reason:
+            unavailable(reason)
         bin_dir = postgresql_bin_dir()
-        if bin_dir is None:
-            unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
         run_as = unprivileged_user("PostgreSQL")
         # Not under pytest's tmp_path: its parents are private to root, and the server
         # user must be able to reach its data directory.
@@ -165,9 +210,11 @@ class PostgresInstance:
                 "--no-instructions",
             )
             if link:
-                # initdb trusts loopback clients only; ours come over the link.
+                # initdb trusts loopback clients only; ours come over the link, or from a
+                # relay at its far end (the benchmark's latency group, without netem).
                 with (data_dir / "pg_hba.conf").open("a") as rules:
-                    rules.write(f"host all all {link.host_address}/32 trust\n")
+                    for address in (link.host_address, link.peer_address):
+                        rules.write(f"host all all {address}/32 trust\n")
             server.start()
             yield server
         finally:
