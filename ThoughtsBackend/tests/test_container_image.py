@@ -151,6 +151,14 @@ def test_image_runs_as_uwsgi_and_holds_no_key(image):
     )  # fmt: skip
     assert look.stdout.split() == ["10001", "10001", "data-writable", "code-read-only"], look.stdout
 
+    # Every module of the code has its bytecode, made at build: a start compiles nothing.
+    uncompiled = docker(
+        "run", "--rm", "--entrypoint", "python", image, "-c",
+        "import importlib.util, pathlib; print([str(p) for p in pathlib.Path('/opt/code').rglob('*.py')"
+        " if not pathlib.Path(importlib.util.cache_from_source(p)).is_file()])",
+    )  # fmt: skip
+    assert uncompiled.stdout.strip() == "[]", uncompiled.stdout
+
 
 def test_served_api_with_a_token_from_the_cli(container):
     assert container.state()["Health"]["Status"] in ("starting", "healthy")

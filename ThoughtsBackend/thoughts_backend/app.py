@@ -15,7 +15,6 @@ from .db import configure_postgresql, configure_sqlite, db
 from .errors import JsonErrorsApi, register_error_handlers
 from .observability import init_observability
 from .operations_namespace import operations_namespace
-from .postgresql_timeouts import configure_postgresql_timeouts
 from .schema import MIGRATIONS_DIRECTORY
 
 
@@ -43,9 +42,16 @@ def create_app(overrides: Mapping | None = None) -> Flask:
     with app.app_context():
         configure_sqlite(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"], app.config["SQLITE_SYNCHRONOUS"])
         configure_postgresql(db.engine)
-        configure_postgresql_timeouts(
-            db.engine, app.config["POSTGRES_STATEMENT_TIMEOUT_MS"], app.config["POSTGRES_TRANSACTION_POOLER"]
-        )
+        if db.engine.dialect.name == "postgresql":
+            # Here, not at the top: psycopg's import is a tenth of a start on SQLite, which
+            # never uses it (SQLAlchemy loads a database's driver only for its URL, too).
+            from .postgresql_timeouts import configure_postgresql_timeouts
+
+            configure_postgresql_timeouts(
+                db.engine,
+                app.config["POSTGRES_STATEMENT_TIMEOUT_MS"],
+                app.config["POSTGRES_TRANSACTION_POOLER"],
+            )
 
     api = JsonErrorsApi(
         app,

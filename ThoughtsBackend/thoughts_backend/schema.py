@@ -18,7 +18,6 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .postgresql_timeouts import lift_deadline
 from .search import SEARCH_INDEX_NAME, SQLITE_SEARCH_INDEX, SQLITE_SEARCH_TRIGGERS, require_trigram_support
 
 MIGRATIONS_DIRECTORY = Path(__file__).resolve().parent.parent / "migrations"
@@ -152,6 +151,8 @@ def schema_lock(connection: sa.Connection):
     # POSTGRES_STATEMENT_TIMEOUT_MS (3 s) would cancel the wait for another instance's
     # migration, or an index build on a big table, half way. Nor the client's deadline
     # (postgresql_timeouts), which is that timeout plus a margin.
+    from .postgresql_timeouts import lift_deadline  # PostgreSQL's driver: not loaded on SQLite
+
     lift_deadline(connection)
     # The app's engine runs in autocommit (config.py): this connection, until the pool takes
     # it back, runs in transactions, so that the lock and the DDL are in the one below.
