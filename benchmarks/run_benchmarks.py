@@ -371,7 +371,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10, help="seconds of load per run (default 10)")
     parser.add_argument("--warmup", type=float, default=1, help="seconds of load before each run (default 1)")
     parser.add_argument("--no-postgresql", action="store_true", help="skip the PostgreSQL runs")
-    parser.add_argument("--only", choices=("headline", "scale", "latency"), help="run one part only")
+    parser.add_argument(
+        "--only", choices=("headline", "scale", "latency", "coldstart"), help="run one part only"
+    )
     parser.add_argument(
         "--processes", default="2,1", help="uWSGI processes of the headline groups (default 2,1)"
     )
@@ -430,6 +432,7 @@ def main() -> int:
                         with_floors=True,
                     )
                 )
+        if args.only in (None, "headline", "coldstart"):
             url = seed.seed_sqlite(scratch / "coldstart.sqlite3", 200)
             results["cold_start"] = bench.cold_starts(url)
         if args.only in (None, "scale"):
