@@ -26,7 +26,9 @@ trap 'signal=TERM; signals=$((signals + 1))' TERM
 trap 'signal=INT; signals=$((signals + 1))' INT
 trap 'signal=ALRM; signals=$((signals + 1))' ALRM # the stop's deadline, from the watchdog
 
-ini=${UWSGI_INI:-$(cd "$(dirname "$0")" && pwd)/uwsgi.ini}
+# This script's directory without running dirname (every program started costs the start).
+case $0 in */*) here=${0%/*} ;; *) here=. ;; esac
+ini=${UWSGI_INI:-$(cd "$here" && pwd)/uwsgi.ini}
 cd "${CODE_DIR:-.}"
 # uWSGI takes every UWSGI_* variable for one of its options, and refuses unknown ones in
 # strict mode: the run directory reaches uwsgi.ini as RUN_DIR.
@@ -62,7 +64,9 @@ fi
 # directory: empty it of a previous run's files, whose counts would come back.
 export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$RUN_DIR/metrics}"
 mkdir -p "$RUN_DIR" "$PROMETHEUS_MULTIPROC_DIR"
-for kind in counter gauge histogram summary; do rm -f "$PROMETHEUS_MULTIPROC_DIR/$kind"_*.db; done
+# One rm for all (and for a FIFO left by a run that was killed).
+rm -f "$PROMETHEUS_MULTIPROC_DIR"/counter_*.db "$PROMETHEUS_MULTIPROC_DIR"/gauge_*.db \
+    "$PROMETHEUS_MULTIPROC_DIR"/histogram_*.db "$PROMETHEUS_MULTIPROC_DIR"/summary_*.db "$fifo"
 
 # The TCP connections to PORT that are open: established (01), being set up (03), or
 # closed by the client but not yet by us (08), from the kernel's tables. Each is named by
@@ -123,7 +127,6 @@ force() {
 # 4. uWSGI, in a session of its own, so that a Ctrl+C in a terminal (SIGINT to the whole
 # foreground process group) reaches this script only: the master takes SIGINT for "kill
 # the workers now".
-rm -f "$fifo"
 setsid uwsgi --ini "$ini" 2>&1 &
 uwsgi_pid=$!
 
