@@ -67,8 +67,11 @@ def test_a_read_is_one_exchange_with_postgresql_and_a_write_at_most_two(
 ):
     server = sa.make_url(postgresql_server_url)
     with ProtocolRecorder(server.host or "127.0.0.1", server.port or 5432) as recorder:
-        # In clear, for the recorder to read: loopback only.
-        url = server.set(port=recorder.port, query={"sslmode": "disable", "gssencmode": "disable"})
+        # Through the recorder on loopback (the server may be another host: docker-compose's
+        # db), in clear for it to read.
+        url = server.set(
+            host="127.0.0.1", port=recorder.port, query={"sslmode": "disable", "gssencmode": "disable"}
+        )
         env = {
             "DATABASE_URL": url.render_as_string(hide_password=False),
             "PUBLIC_KEY_FILE": str(public_key_file),
