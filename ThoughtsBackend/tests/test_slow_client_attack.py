@@ -6,7 +6,7 @@ a time. With uWSGI's fastrouter reading bodies whole before a worker sees them
 (uwsgi.ini), every ordinary request is answered, and fast; without it, the two workers
 were held by the first slow bodies until harakiri, and the ordinary client got nothing.
 
-The figures are printed (pytest -s) for README.md's Reliability section: requests,
+The figures are printed (pytest -s) for docs/reliability.md: requests,
 failures, p99, how the slow clients ended and when. Only the answers are asserted, and a
 p99 bound ten times what the attack is measured at, which noise on a shared machine does
 not reach but a held worker (4 s at least) would far exceed.

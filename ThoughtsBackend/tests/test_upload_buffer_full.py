@@ -2,7 +2,7 @@
 being written is closed, the rest of the service goes on, and the space comes back.
 
 uwsgi.ini's fastrouter writes a body over fastrouter-post-buffering (128 KiB) to a deleted
-file in TMPDIR as it arrives. Given a size-limited TMPDIR (README, Reliability: docker run
+file in TMPDIR as it arrives. Given a size-limited TMPDIR (docs/reliability.md: docker run
 --tmpfs, Kubernetes' in-memory emptyDir), that size bounds the disk all uploads can use.
 """
 
