@@ -8,10 +8,8 @@ flight when the fault hit, how many failed and how) are printed; run with -s to 
 """
 
 import contextlib
-import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -59,23 +57,12 @@ def served(public_key_file, processes: int = 2, **settings) -> ServedApp:
     return ServedApp(environment, processes=processes)
 
 
-def uwsgi_stats(path: Path) -> dict:
-    """uWSGI's stats server (env UWSGI_STATS): which workers exist and which are busy."""
-    with socket.socket(socket.AF_UNIX) as connection:
-        connection.connect(str(path))
-        data = b""
-        while chunk := connection.recv(65536):
-            data += chunk
-    return json.loads(data)
-
-
 def worker_pids(service: ServedApp) -> set[int]:
     return {pid for pid in service.worker_pids().values() if pid}
 
 
 def busy_worker_pids(service: ServedApp) -> set[int]:
-    stats = uwsgi_stats(service.run_dir / "stats.sock")
-    return {worker["pid"] for worker in stats["workers"] if worker["status"] == "busy"}
+    return {worker["pid"] for worker in service.stats()["workers"] if worker["status"] == "busy"}
 
 
 def replaced_workers(service: ServedApp, before: set[int]) -> set[int] | None:
