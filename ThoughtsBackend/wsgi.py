@@ -13,7 +13,7 @@ Any other importer (`flask create-token` with FLASK_APP=wsgi, a test) gets the a
 import gc
 import sys
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 from thoughts_backend.config import ConfigError
 
 try:

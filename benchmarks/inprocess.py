@@ -102,7 +102,7 @@ def main() -> int:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from thoughts_backend import create_app
+    from thoughts_backend.app import create_app
     from thoughts_backend.token_validation import encode_token
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

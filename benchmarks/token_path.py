@@ -43,7 +43,7 @@ def main() -> int:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from thoughts_backend import create_app
+    from thoughts_backend.app import create_app
     from thoughts_backend.auth import caller_claims
     from thoughts_backend.token_validation import TOKEN_CACHE, encode_token
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 from thoughts_backend.db import db
 from thoughts_backend.schema import upgrade_schema
 from thoughts_backend.token_validation import encode_token

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 
 from .conftest import cannot_run, postgresql_required
 

@@ -4,7 +4,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from thoughts_backend import config, create_app
+from thoughts_backend import config, development_keys
+from thoughts_backend.app import create_app
 from thoughts_backend.config import CODE_DIR, ConfigError, database_url, gather_settings, load_public_key
 
 from .conftest import pem_public
@@ -197,7 +198,7 @@ def test_the_originals_published_key_is_refused():
 
 
 def test_without_a_key_setting_the_default_key_file_is_used(monkeypatch, tmp_path, public_pem):
-    monkeypatch.setattr(config, "DEFAULT_PUBLIC_KEY_FILE", tmp_path / "public.pem")
+    monkeypatch.setattr(development_keys, "KEYS_DIR", tmp_path)
     with pytest.raises(ConfigError, match=f"No public key to validate tokens.*makes a pair in {tmp_path}"):
         load_public_key(settings())
     (tmp_path / "public.pem").write_text(public_pem)

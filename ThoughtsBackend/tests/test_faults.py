@@ -26,8 +26,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from thoughts_backend import create_app
 from thoughts_backend import db as thoughts_db
+from thoughts_backend.app import create_app
 from thoughts_backend.db import db
 from thoughts_backend.schema import upgrade_schema
 from thoughts_backend.token_validation import encode_token

@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from thoughts_backend.errors import MAX_DISCARDED_BODY_BYTES
+from thoughts_backend.request_limits import MAX_DISCARDED_BODY_BYTES
 
 from .uwsgi_process import ServedApp
 

@@ -18,7 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 from thoughts_backend.db import db
 from thoughts_backend.models import Thought
 from thoughts_backend.schema import (

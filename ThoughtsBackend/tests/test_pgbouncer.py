@@ -19,7 +19,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 from thoughts_backend.config import ConfigError, flask_config, gather_settings
 from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token

@@ -5,7 +5,8 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from thoughts_backend import config, create_app
+from thoughts_backend import config, development_keys
+from thoughts_backend.app import create_app
 from thoughts_backend.config import ConfigError, gather_settings
 from thoughts_backend.token_keys import JwksFile, RemoteJwks, StaticKeys
 from thoughts_backend.token_validation import DEFAULT_RULES
@@ -121,7 +122,7 @@ def test_two_key_sources_are_refused(tmp_path, public_pem, jwks_file):
 
 
 def test_no_key_source_says_every_way_to_give_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "DEFAULT_PUBLIC_KEY_FILE", tmp_path / "absent.pem")
+    monkeypatch.setattr(development_keys, "KEYS_DIR", tmp_path / "absent")
     with pytest.raises(
         ConfigError, match=r"No public key to validate tokens: .*JWKS_FILE, JWKS_URL, or TOKEN_ISSUER"
     ):

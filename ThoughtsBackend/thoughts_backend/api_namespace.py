@@ -1,14 +1,15 @@
 """/api/thoughts/ (public reading) and /api/me/thoughts/ (the caller's own thoughts)."""
 
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, Resource
 
 from .auth import BEARER_SECURITY, caller_claims
 from .db import db
 from .errors import ApiError
-from .models import MAX_TEXT_LENGTH, Thought
-from .search import MAX_SEARCH_LENGTH, search_of
+from .models import Thought
+from .search import SEARCH_WORD, search_of
 from .thoughts import (
     ALL_THOUGHTS,
+    THOUGHT_TEXT,
     THOUGHTS_OF_USER,
     TOTAL_COUNT_HEADER,
     one_thought_or_404,
@@ -19,43 +20,17 @@ from .thoughts import (
     thought_or_404,
 )
 
-# The spec states what the routes refuse, so that the contract says which requests are
-# valid: no NUL character, and (for a text) not only whitespace.
-NO_NUL_PATTERN = r"^[^\x00]*$"
-NOT_BLANK_NO_NUL_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
-
 api_namespace = Namespace("api", description="Read thoughts, and write your own")
 thought = thought_model(api_namespace)
-new_thought = api_namespace.model(
-    "NewThought",
-    {
-        "text": fields.String(
-            required=True,
-            min_length=1,
-            max_length=MAX_TEXT_LENGTH,
-            pattern=NOT_BLANK_NO_NUL_PATTERN,
-            description="What you think: not blank, no NUL character",
-        )
-    },
-)
+# The spec states what the routes refuse (THOUGHT_TEXT, SEARCH_WORD), so that the contract
+# says which requests are valid; the views check the same declarations.
+new_thought = api_namespace.model("NewThought", {"text": THOUGHT_TEXT.field()})
 
 list_parser = page_parser()
 search_parser = page_parser()
 
 
-def search_word(value: str) -> str:
-    """The `search` argument as given: search.search_pattern checks it; __schema__ documents those checks."""
-    return value
-
-
-search_word.__schema__ = {"type": "string", "maxLength": MAX_SEARCH_LENGTH, "pattern": NO_NUL_PATTERN}
-
-search_parser.add_argument(
-    "search",
-    type=search_word,
-    location="args",
-    help=f"Only thoughts whose text contains this, ignoring case (at most {MAX_SEARCH_LENGTH} characters)",
-)
+search_parser.add_argument("search", type=SEARCH_WORD, location="args", help=SEARCH_WORD.description)
 
 PAGE_HEADERS = {TOTAL_COUNT_HEADER: "How many thoughts match, over all pages"}
 TOKEN_ERRORS = {401: "No valid bearer token"}

@@ -3,10 +3,10 @@
     python -m thoughts_backend generate-keys     # keys/private.pem + keys/public.pem
     python -m thoughts_backend create-token alice [--admin]
 
-Both also run as `flask generate-keys` / `flask create-token` once the app can start.
+Both also run as `flask generate-keys` / `flask create-token` once the app can start
+(cli.init_app adds them, and `flask db ...` outside uWSGI).
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,10 +14,7 @@ import click
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .config import DEFAULT_PUBLIC_KEY_FILE
-
-DEFAULT_KEYS_DIR = DEFAULT_PUBLIC_KEY_FILE.parent
-KEY_BITS = 3072
+from . import development_keys
 
 
 @click.command("generate-keys")
@@ -25,32 +22,22 @@ KEY_BITS = 3072
     "--dir",
     "keys_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_KEYS_DIR,
+    default=development_keys.KEYS_DIR,
     show_default=True,
 )
 @click.option("--if-missing", is_flag=True, help="Keep an existing pair instead of refusing to overwrite it.")
 def generate_keys(keys_dir: Path, if_missing: bool):
     """Make an RSA key pair: the service needs public.pem; keep private.pem to mint tokens."""
     private_path, public_path = keys_dir / "private.pem", keys_dir / "public.pem"
-    if private_path.exists() or public_path.exists():
-        if if_missing and private_path.exists() and public_path.exists():
-            click.echo(f"Keeping the key pair in {keys_dir}", err=True)
-            return
-        raise click.ClickException(f"{keys_dir} already holds a key; remove it first to make a new pair")
-    keys_dir.mkdir(parents=True, exist_ok=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    # Only the owner may read the private key, from the moment it exists.
-    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as private_file:
-        private_file.write(private_pem)
-    public_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    if if_missing and private_path.exists() and public_path.exists():
+        click.echo(f"Keeping the key pair in {keys_dir}", err=True)
+        return
+    try:
+        development_keys.write_pair(keys_dir)
+    except FileExistsError:
+        raise click.ClickException(
+            f"{keys_dir} already holds a key; remove it first to make a new pair"
+        ) from None
     click.echo(f"Wrote {private_path} (keep it secret) and {public_path} (give it to the service)", err=True)
 
 
@@ -63,7 +50,7 @@ def generate_keys(keys_dir: Path, if_missing: bool):
 @click.option(
     "--private-key-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_KEYS_DIR / "private.pem",
+    default=development_keys.KEYS_DIR / "private.pem",
     show_default=True,
     envvar="PRIVATE_KEY_FILE",
 )
@@ -112,8 +99,8 @@ def create_token(
     them (the audience under TOKEN_AUDIENCE_CLAIM), so that a service checking issuer and
     audience accepts it.
     """
-    # Here, not at the top: generate-keys, run by start_server.sh, needs none of what
-    # token_validation imports (PyJWT, the models, SQLAlchemy).
+    # PyJWT is imported here, for this command only: generate-keys, which start_server.sh
+    # runs when it must make a key pair, needs none of it.
     from .token_validation import encode_token
 
     try:
@@ -148,6 +135,12 @@ def cli():
 
 cli.add_command(generate_keys)
 cli.add_command(create_token)
+
+
+def init_app(app) -> None:
+    """The same commands under `flask` (FLASK_APP=wsgi)."""
+    app.cli.add_command(generate_keys)
+    app.cli.add_command(create_token)
 
 
 def main() -> None:

@@ -7,21 +7,15 @@ one sentence that says what to fix, instead of failing at the first request.
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import token_keys
+from . import development_keys, token_keys
 from .token_keys import JwksFile, KeySourceError, RemoteJwks, StaticKeys
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
+from .token_validation import AUDIENCE_CLAIMS, DEFAULT_RULES, TokenRules
 
 CODE_DIR = Path(__file__).resolve().parent.parent
-# Where `generate-keys` puts a development pair, and where the key is looked for when
-# neither PUBLIC_KEY nor PUBLIC_KEY_FILE is set (so `flask create-token` works in a shell
-# or `docker exec` beside a server that start_server.sh gave a generated key).
-DEFAULT_PUBLIC_KEY_FILE = CODE_DIR / "keys" / "public.pem"
 
 DEFAULTS = {
     "DATABASE_ENGINE": "SQLITE",
@@ -82,11 +76,8 @@ def gather_settings(environ: Mapping[str, str], overrides: Mapping | None = None
     return settings
 
 
-def database_url(settings: Mapping) -> "sa.URL":
+def database_url(settings: Mapping) -> sa.URL:
     """The SQLAlchemy URL: DATABASE_URL if given, else built from DATABASE_ENGINE."""
-    # Here, not at the top: the key tools (cli.py) import this module and need no database.
-    import sqlalchemy as sa
-
     if settings.get("DATABASE_URL"):
         try:
             url = sa.make_url(settings["DATABASE_URL"])
@@ -137,14 +128,14 @@ def load_public_keys(settings: Mapping, algorithms: tuple[str, ...]) -> list[tok
         raise ConfigError("Set either PUBLIC_KEY or PUBLIC_KEY_FILE, not both")
     if not text:
         path = settings.get("PUBLIC_KEY_FILE")
-        if not path and DEFAULT_PUBLIC_KEY_FILE.is_file():
-            path = str(DEFAULT_PUBLIC_KEY_FILE)
+        if not path and (development_public_key := development_keys.public_key_file()):
+            path = str(development_public_key)
         if not path:
             raise ConfigError(
                 "No public key to validate tokens: set PUBLIC_KEY_FILE to an RSA public key "
                 "PEM file (or PUBLIC_KEY to its text, JWKS_FILE, JWKS_URL, or TOKEN_ISSUER alone for "
                 "its discovery document); for development, "
-                f"`python -m thoughts_backend generate-keys` makes a pair in {DEFAULT_PUBLIC_KEY_FILE.parent}"
+                f"`python -m thoughts_backend generate-keys` makes a pair in {development_keys.KEYS_DIR}"
             )
         source = f"PUBLIC_KEY_FILE ({path})"
         try:
@@ -183,9 +174,7 @@ _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,64}")
 _NOT_A_USERNAME = frozenset({"exp", "iat", "nbf", "aud", "iss", "jti", "scope", "scp", "typ"})
 
 
-def token_rules(settings: Mapping, algorithms: tuple[str, ...]):
-    from .token_validation import AUDIENCE_CLAIMS, DEFAULT_RULES, TokenRules
-
+def token_rules(settings: Mapping, algorithms: tuple[str, ...]) -> TokenRules:
     claim = str(settings["TOKEN_USERNAME_CLAIM"])
     if not _CLAIM_NAME.fullmatch(claim) or claim in _NOT_A_USERNAME:
         raise ConfigError(
@@ -269,9 +258,7 @@ POSTGRESQL_CONNECT_ARGS = {
 }
 
 
-def postgresql_connect_args(
-    url: "sa.URL", statement_timeout_ms: int, transaction_pooler: bool = False
-) -> dict:
+def postgresql_connect_args(url: sa.URL, statement_timeout_ms: int, transaction_pooler: bool = False) -> dict:
     """POSTGRESQL_CONNECT_ARGS and the statement timeout, under what DATABASE_URL says.
 
     SQLAlchemy lays connect_args over the URL's own parameters: whatever the URL sets

@@ -5,10 +5,10 @@ import select
 import time
 
 import sqlalchemy as sa
+from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
-
-from .config import SQLITE_SYNCHRONOUS_MODES
 
 
 class Base(DeclarativeBase):
@@ -16,6 +16,44 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+
+def init_app(app: Flask) -> None:
+    """The app's database: Flask-SQLAlchemy's session per app context, then the engine's
+    settings from the configuration (config.py checked them)."""
+    db.init_app(app)
+    # Teardown functions run newest first: registered after Flask-SQLAlchemy's own, this one
+    # closes the session first, and Flask-SQLAlchemy's then finds nothing left to close.
+    app.teardown_appcontext(end_database_session)
+    config = app.config
+    with app.app_context():
+        engine = db.engine
+    configure_sqlite(engine, config["SQLITE_BUSY_TIMEOUT_MS"], config["SQLITE_SYNCHRONOUS"])
+    configure_postgresql(engine)
+    if engine.dialect.name == "postgresql":
+        # Here, not at the top: psycopg's import is a tenth of a start on SQLite, which
+        # never uses it (SQLAlchemy loads a database's driver only for its URL, too).
+        from .postgresql_timeouts import configure_postgresql_timeouts
+
+        configure_postgresql_timeouts(
+            engine, config["POSTGRES_STATEMENT_TIMEOUT_MS"], config["POSTGRES_TRANSACTION_POOLER"]
+        )
+
+
+def end_database_session(_error: BaseException | None) -> None:
+    """Close the request's session, tolerating a database that died since the view ran.
+
+    Closing rolls back the open transaction. If the database went away meanwhile, that
+    rollback fails, and the answer, already decided and handed to the server, would be cut
+    off after its headers. Instead the connection is dropped (the server rolls back an
+    orphaned transaction itself) and the answer goes out whole.
+    """
+    try:
+        db.session.remove()
+    except SQLAlchemyError as error:
+        current_app.logger.warning("database session closed with an error: %s", error)
+        db.session().invalidate()
+        db.session.remove()
 
 
 def configure_sqlite(engine: sa.Engine, busy_timeout_ms: int, synchronous: str = "FULL") -> None:
@@ -27,8 +65,8 @@ def configure_sqlite(engine: sa.Engine, busy_timeout_ms: int, synchronous: str =
     NORMAL only at checkpoints: no commit is lost when a process dies, but the last ones
     may be on a power loss or a host crash.
     """
-    if synchronous not in SQLITE_SYNCHRONOUS_MODES:  # it goes into a PRAGMA as text
-        raise ValueError(f"synchronous must be one of {SQLITE_SYNCHRONOUS_MODES}, not {synchronous!r}")
+    if not synchronous.isalpha():  # it goes into a PRAGMA as text: one word (config.py checks which)
+        raise ValueError(f"synchronous must be a mode's name, such as FULL, not {synchronous!r}")
     if engine.dialect.name != "sqlite":
         return
 

@@ -1,31 +1,15 @@
 """One place that turns every failure into a JSON answer: {"message": ..., "errors": ...}."""
 
-import time
-
-from flask import Flask, Response, current_app, request
+from flask import Flask, current_app, request
 from flask_restx import Api
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
-from .db import db
-from .request_limits import BODY_DONE, discard_unread_chunks, enforce_request_limits
+from .request_limits import stop_reading_body
 from .token_validation import TokenError
 
 BEARER_REALM = "thoughts"
 DATABASE_RETRY_AFTER_SECONDS = 1
-# An error answered before the body was read (413, 401) must still reach the client. A
-# worker that closes the connection with the rest of the body unread makes its router fail
-# (uWSGI's fastrouter, writing the buffered body to it, gets "broken pipe" and drops the
-# answer; without the fastrouter, the kernel reset the client's connection instead). So
-# the rest is read and dropped first. A body with a Content-Length has already been
-# received whole by the fastrouter (uwsgi.ini): it is read at the speed of a local socket
-# (measured on a shared machine: 64 MiB in 35-165 ms of the worker, 256 MiB in 0.1-0.4 s),
-# up to this much and for at most this long.
-MAX_DISCARDED_BODY_BYTES = 256 * 1024 * 1024
-MAX_DISCARD_SECONDS = 2.0
-# A chunked body is not buffered by the fastrouter and streams from the client as it
-# comes: less of it is waited for.
-MAX_DISCARDED_CHUNKED_BYTES = 1024 * 1024
 
 
 class ApiError(Exception):
@@ -88,7 +72,7 @@ def body_stalled_answer(_error: ClientDisconnected):
     Content-Length, so this answers where a body streams to the worker: a server set up
     without the fastrouter. Werkzeug calls it a disconnection; for a client still there,
     it is a request that timed out."""
-    request.environ[BODY_DONE] = True  # not to be waited for a second time
+    stop_reading_body(request.environ)  # not to be waited for a second time
     message = (
         "The request body stopped arriving before the Content-Length it announced; "
         "send the whole body without pausing"
@@ -106,49 +90,8 @@ def logged_unexpected_error_answer(error: Exception):
     return unexpected_error_answer(error)
 
 
-def end_database_session(_error: BaseException | None) -> None:
-    """Close the request's session, tolerating a database that died since the view ran.
-
-    Closing rolls back the open transaction. If the database went away meanwhile, that
-    rollback fails, and the answer, already decided and handed to the server, would be cut
-    off after its headers. Instead the connection is dropped (the server rolls back an
-    orphaned transaction itself) and the answer goes out whole.
-    """
-    try:
-        db.session.remove()
-    except SQLAlchemyError as error:
-        current_app.logger.warning("database session closed with an error: %s", error)
-        db.session().invalidate()
-        db.session.remove()
-
-
-def discard_unread_body(response: Response) -> Response:
-    if response.status_code < 400 or request.environ.get(BODY_DONE):
-        return response
-    discard_unread_chunks(MAX_DISCARDED_CHUNKED_BYTES)
-    if request.content_length:
-        body = request.environ["wsgi.input"]
-        remaining = min(request.content_length, MAX_DISCARDED_BODY_BYTES)
-        deadline = time.monotonic() + MAX_DISCARD_SECONDS
-        try:
-            while remaining > 0 and time.monotonic() < deadline:
-                chunk = body.read(min(remaining, 1024 * 1024))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-        except OSError:
-            pass  # the client stopped sending or went away: the answer goes out as it is
-    return response
-
-
-def register_error_handlers(app: Flask, api: Api) -> None:
-    # Limits on the request itself come before any view: after the observability hooks
-    # (registered earlier), so that a refused request is logged and counted like any other.
-    app.before_request(enforce_request_limits)
-    app.after_request(discard_unread_body)
-    # Teardown functions run newest first: this one runs before Flask-SQLAlchemy's own,
-    # which db.init_app registered earlier and which then finds the session closed.
-    app.teardown_appcontext(end_database_session)
+def init_app(app: Flask, api: Api) -> None:
+    """Every failure as JSON, from flask-restx's routes (api) and Flask's alike."""
     for exception, answer in (
         (ApiError, api_error_answer),
         (TokenError, token_error_answer),

@@ -1,4 +1,10 @@
-"""The stored thoughts."""
+"""The stored thoughts: the one description of a thought.
+
+Everything else the service says about a thought is derived from Thought's columns, in
+their order: what the API shows of it (Thought.to_dict), the JSON the database writes for
+a page (thoughts.shown_columns) and the API spec's model (thoughts.thought_model), each
+field described by its column's `doc`.
+"""
 
 from datetime import UTC, datetime
 
@@ -6,9 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import db
+from .token_validation import MAX_USERNAME_LENGTH
 
 MAX_TEXT_LENGTH = 250
-MAX_USERNAME_LENGTH = 50
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -48,15 +54,15 @@ class Thought(db.Model):
     # never reuses.)
     __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (read once, by SQLAlchemy)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(sa.String(MAX_USERNAME_LENGTH), index=True)
-    text: Mapped[str] = mapped_column(sa.String(MAX_TEXT_LENGTH))
-    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    id: Mapped[int] = mapped_column(primary_key=True, doc="The thought's id")
+    username: Mapped[str] = mapped_column(sa.String(MAX_USERNAME_LENGTH), index=True, doc="Who wrote it")
+    text: Mapped[str] = mapped_column(sa.String(MAX_TEXT_LENGTH), doc="What they thought")
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, doc="When, ISO-8601 in UTC")
 
     def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "username": self.username,
-            "text": self.text,
-            "timestamp": self.timestamp.isoformat(),
-        }
+        """What the API shows of the thought: every column, a timestamp in ISO-8601."""
+        return {column.key: shown_value(getattr(self, column.key)) for column in self.__table__.columns}
+
+
+def shown_value(value):
+    return value.isoformat() if isinstance(value, datetime) else value

@@ -290,8 +290,9 @@ def request_id_from(header_value: str | None) -> str:
     return os.urandom(16).hex()
 
 
-def init_observability(app: Flask) -> None:
-    """JSON logs, request ids, the access log and /metrics for `app`. Call it first in the factory."""
+def init_app(app: Flask) -> None:
+    """JSON logs, request ids, the access log and /metrics for `app`. create_app calls it
+    first: its hooks then time, log and count every request, those refused by later hooks too."""
     configure_logging(app)
     metrics = RequestMetrics()
     if metrics.multiprocess_directory:

@@ -17,7 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
+from flask import Flask
 
+from .db import db
+from .models import Thought
 from .search import SEARCH_INDEX_NAME, SQLITE_SEARCH_INDEX, SQLITE_SEARCH_TRIGGERS, require_trigram_support
 
 MIGRATIONS_DIRECTORY = Path(__file__).resolve().parent.parent / "migrations"
@@ -42,6 +45,29 @@ SCHEMA_LOCK_KEY = 0x7468_6F75  # "thou"
 # The app's busy timeout (5 s) is too short for building the search index: 0.4 s at 100 000
 # rows here, 50 s for a million rows of 110 random characters.
 SQLITE_SCHEMA_WAIT_MS = 600_000
+
+
+def init_app(app: Flask) -> None:
+    """`flask db ...` (Flask-Migrate) on this app's database and migrations/ folder.
+
+    Not in the served app: importing Flask-Migrate (and so Alembic) would cost every start
+    about half again of the app's own imports, and uWSGI needs neither on a database already
+    at head (upgrade_schema imports Alembic only when there is something to do).
+    """
+    if under_uwsgi():
+        return
+    from flask_migrate import Migrate
+
+    Migrate(app, db, directory=str(MIGRATIONS_DIRECTORY))
+
+
+def under_uwsgi() -> bool:
+    """Whether this process is uWSGI's (its `uwsgi` module exists only there)."""
+    try:
+        import uwsgi  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class DatabaseIsNewer(Exception):
@@ -215,11 +241,8 @@ def include_name(name, type_, _parent_names) -> bool:
 
 def compare_options() -> dict:
     """env.py's context.configure() options: the models to compare with, and how."""
-    from . import models  # noqa: F401  (registers the tables on the metadata)
-    from .db import db
-
     return {
-        "target_metadata": db.metadata,
+        "target_metadata": Thought.metadata,
         "include_name": include_name,
         "compare_type": True,
         # SQLite changes most columns only by copying the table: autogenerate writes

@@ -18,9 +18,15 @@ import sqlalchemy as sa
 from sqlalchemy import bindparam, column, table
 
 from .models import MAX_TEXT_LENGTH, Thought
-from .thoughts import Selection, invalid_input
+from .thoughts import Selection, TextInput
 
-MAX_SEARCH_LENGTH = MAX_TEXT_LENGTH
+# A word longer than any text cannot be in one.
+SEARCH_WORD = TextInput(
+    "search",
+    MAX_TEXT_LENGTH,
+    f"Only thoughts whose text contains this, ignoring case (at most {MAX_TEXT_LENGTH} characters)",
+    blank_allowed=True,
+)
 # PostgreSQL's trigram index (made by migration 0003 when pg_trgm can be installed).
 SEARCH_INDEX_NAME = "ix_thought_text_trgm"
 # SQLite's FTS5 trigram table and the triggers that keep it in step (migration 0003).
@@ -59,10 +65,7 @@ SQLITE_INDEXED_SEARCH = Selection(
 
 def search_pattern(word: str) -> str:
     """The LIKE pattern for `word`, or a 400 saying what is wrong with it."""
-    if len(word) > MAX_SEARCH_LENGTH:
-        raise invalid_input("search", f"'search' must be at most {MAX_SEARCH_LENGTH} characters")
-    if "\x00" in word:
-        raise invalid_input("search", "'search' must not contain NUL characters")
+    SEARCH_WORD.check(word)
     # % and _ in the word match themselves, not any character.
     escaped = word.replace("/", "//").replace("%", "/%").replace("_", "/_")
     return f"%{escaped}%"

@@ -1,10 +1,14 @@
-"""What the API namespaces share: the thought's API model, paging, lookup and input checks."""
+"""A thought as the API shows and takes it: the spec's model and the database-written JSON,
+both derived from models.Thought's columns; paging, lookup, and the text inputs' checks."""
 
 import functools
+from dataclasses import dataclass
 
 from flask import Response, request
 from flask_restx import Namespace, fields, inputs, reqparse
 from sqlalchemy import (
+    Integer,
+    String,
     Text,
     and_,
     bindparam,
@@ -21,7 +25,7 @@ from sqlalchemy import (
 
 from .db import db
 from .errors import ApiError
-from .models import MAX_TEXT_LENGTH, Thought
+from .models import MAX_TEXT_LENGTH, Thought, UTCDateTime
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -30,16 +34,21 @@ LARGEST_ID = 2**31 - 1
 TOTAL_COUNT_HEADER = "X-Total-Count"
 
 
+# How the API spec describes a column of each type (the most specific type first).
+API_FIELDS = ((UTCDateTime, fields.DateTime), (Integer, fields.Integer), (String, fields.String))
+
+
+def api_field(column) -> fields.Raw:
+    """The spec's field for a column of Thought, described by the column's `doc`."""
+    for column_type, field in API_FIELDS:
+        if isinstance(column.type, column_type):
+            return field(required=not column.nullable, description=column.doc)
+    raise TypeError(f"No API field for column {column.key} ({column.type}): add its type to API_FIELDS")
+
+
 def thought_model(namespace: Namespace):
-    return namespace.model(
-        "Thought",
-        {
-            "id": fields.Integer(required=True, description="The thought's id"),
-            "username": fields.String(required=True, description="Who wrote it"),
-            "text": fields.String(required=True, description="What they thought"),
-            "timestamp": fields.DateTime(required=True, description="When, ISO-8601 in UTC"),
-        },
-    )
+    """The spec's Thought: Thought's columns, as to_dict shows them."""
+    return namespace.model("Thought", {column.key: api_field(column) for column in Thought.__table__.columns})
 
 
 def page_parser() -> reqparse.RequestParser:
@@ -61,36 +70,41 @@ def page_parser() -> reqparse.RequestParser:
     return parser
 
 
-# What the API shows of a thought, in Thought.to_dict's order.
-THOUGHT_FIELDS = ("id", "username", "text", "timestamp")
-
-# The timestamp as Thought.to_dict writes it (datetime.isoformat() in UTC: no fraction when
+# A timestamp as Thought.to_dict writes it (datetime.isoformat() in UTC: no fraction when
 # the microseconds are zero), computed by the database. SQLAlchemy stores SQLite timestamps
 # as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC; '.000000' can only be a fraction there.
 ISO_TIMESTAMP_SQL = {
-    "sqlite": "replace(replace(thought.timestamp, ' ', 'T'), '.000000', '') || '+00:00'",
+    "sqlite": "replace(replace({column}, ' ', 'T'), '.000000', '') || '+00:00'",
     "postgresql": (
-        "replace(to_char(thought.timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '')"
+        "replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '')"
         " || '+00:00'"
     ),
 }
 
 
+def shown_column(column, dialect: str):
+    """A column of Thought as to_dict shows it (models.shown_value), computed by the database."""
+    if isinstance(column.type, UTCDateTime):
+        return literal_column(
+            ISO_TIMESTAMP_SQL[dialect].format(column=f"{column.table.name}.{column.name}")
+        ).label(column.key)
+    if isinstance(column.type, Integer | String):
+        return column
+    raise TypeError(
+        f"No JSON form for column {column.key} ({column.type}): teach shown_column and shown_value"
+    )
+
+
 def shown_columns(dialect: str) -> list:
-    """The columns the API shows of a thought, its timestamp written as to_dict writes it."""
-    columns = Thought.__table__.c
-    return [
-        columns.id,
-        columns.username,
-        columns.text,
-        literal_column(ISO_TIMESTAMP_SQL[dialect]).label("timestamp"),
-    ]
+    """The columns the API shows of a thought, in to_dict's order, as to_dict writes them."""
+    return [shown_column(column, dialect) for column in Thought.__table__.columns]
 
 
 def thought_object(columns, dialect: str):
     """One thought as a JSON object made by the database (json_build_object / json_object),
-    with Thought.to_dict's keys in its order, from `columns` named by THOUGHT_FIELDS."""
-    fields = [item for name in THOUGHT_FIELDS for item in (literal_column(f"'{name}'"), columns[name])]
+    with Thought.to_dict's keys in its order, from `columns` named as Thought's."""
+    names = Thought.__table__.columns.keys()
+    fields = [item for name in names for item in (literal_column(f"'{name}'"), columns[name])]
     return func.json_build_object(*fields) if dialect == "postgresql" else func.json_object(*fields)
 
 
@@ -214,23 +228,71 @@ def invalid_input(field: str, problem: str) -> ApiError:
     return ApiError(400, "Input payload validation failed", errors={field: problem})
 
 
-def checked_text(value) -> str:
-    """The `text` of a new thought, or a 400 saying what is wrong with it."""
-    if value is None:
-        raise invalid_input("text", "'text' is required")
-    if not isinstance(value, str):
-        raise invalid_input("text", "'text' must be a string")
-    if not value.strip():
-        raise invalid_input("text", "'text' must not be empty")
-    if len(value) > MAX_TEXT_LENGTH:
-        raise invalid_input("text", f"'text' must be at most {MAX_TEXT_LENGTH} characters, not {len(value)}")
-    if "\x00" in value:
-        raise invalid_input("text", "'text' must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise invalid_input("text", "'text' must be valid Unicode (no lone surrogates)") from None
-    return value
+# What the spec says a text may not be: a NUL character anywhere, and (unless blank is
+# allowed) only whitespace.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+NOT_BLANK_NO_NUL_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """One declaration of a text the API takes: the spec's limits (a body's field, or the
+    schema of a query argument, whose type this is) and the checks that enforce them with a
+    400 saying what is wrong (check) come from here."""
+
+    name: str
+    max_length: int
+    description: str
+    blank_allowed: bool = False
+
+    @property
+    def pattern(self) -> str:
+        return NO_NUL_PATTERN if self.blank_allowed else NOT_BLANK_NO_NUL_PATTERN
+
+    def field(self) -> fields.String:
+        """The field of a JSON body's model."""
+        return fields.String(
+            required=True,
+            min_length=None if self.blank_allowed else 1,
+            max_length=self.max_length,
+            pattern=self.pattern,
+            description=self.description,
+        )
+
+    @property
+    def __schema__(self) -> dict:
+        """The JSON schema of a query argument: reqparse puts a type's __schema__ in the spec."""
+        schema = {"type": "string", "maxLength": self.max_length, "pattern": self.pattern}
+        return schema if self.blank_allowed else {**schema, "minLength": 1}
+
+    def __call__(self, value: str, *_argument) -> str:
+        """As a reqparse type: the argument as given. The view checks it (check), so that it
+        gets the 400 of every invalid input; reqparse would put its help text in front."""
+        return value
+
+    def check(self, value) -> str:
+        """`value`, or a 400 saying what is wrong with it."""
+        name = self.name
+        if value is None:
+            raise invalid_input(name, f"'{name}' is required")
+        if not isinstance(value, str):
+            raise invalid_input(name, f"'{name}' must be a string")
+        if not self.blank_allowed and not value.strip():
+            raise invalid_input(name, f"'{name}' must not be empty")
+        if len(value) > self.max_length:
+            raise invalid_input(
+                name, f"'{name}' must be at most {self.max_length} characters, not {len(value)}"
+            )
+        if "\x00" in value:
+            raise invalid_input(name, f"'{name}' must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid_input(name, f"'{name}' must be valid Unicode (no lone surrogates)") from None
+        return value
+
+
+THOUGHT_TEXT = TextInput("text", MAX_TEXT_LENGTH, "What you think: not blank, no NUL character")
 
 
 def submitted_text() -> str:
@@ -239,5 +301,5 @@ def submitted_text() -> str:
         body = request.get_json()  # malformed JSON: werkzeug answers 400
         if not isinstance(body, dict):
             raise ApiError(400, 'The JSON body must be an object such as {"text": "..."}')
-        return checked_text(body.get("text"))
-    return checked_text(request.form.get("text"))
+        return THOUGHT_TEXT.check(body.get("text"))
+    return THOUGHT_TEXT.check(request.form.get("text"))

@@ -20,6 +20,7 @@ the master at fork), and the request that finds them due for a refresh, or that 
 that needs no thread, no lock shared between processes and no uWSGI-only API.
 """
 
+import hashlib
 import http.client
 import io
 import ipaddress
@@ -35,6 +36,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
+import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 logger = logging.getLogger(__name__)
@@ -85,10 +88,6 @@ def key_type_name(key) -> str:
 
 
 def fingerprint(key) -> str:
-    import hashlib
-
-    from cryptography.hazmat.primitives import serialization
-
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
 
@@ -161,8 +160,6 @@ def _check_key(key, source: str, allowed: tuple[str, ...]) -> frozenset[str]:
 
 def keys_from_pem(text: str, source: str, allowed: tuple[str, ...]) -> list[VerificationKey]:
     """Every public key of a PEM text (one or several blocks), each checked."""
-    from cryptography.hazmat.primitives import serialization
-
     if "PRIVATE KEY" in text:
         raise KeySourceError(
             f"{source} holds a private key; give the service only the public key "
@@ -196,9 +193,6 @@ def keys_from_jwks(document, source: str, allowed: tuple[str, ...]) -> KeySet:
     not allowed, or it is a type PyJWT or TOKEN_ALGORITHMS cannot use (an encryption key
     beside the signing keys is normal). None usable, or private material, is an error.
     """
-    # Here, not at the top: `generate-keys` (cli.py, through config.py) needs no PyJWT.
-    import jwt
-
     if isinstance(document, bytes | str):
         try:
             document = json.loads(document)

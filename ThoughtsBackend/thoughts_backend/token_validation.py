@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .models import MAX_USERNAME_LENGTH
 from .token_keys import StaticKeys, VerificationKey, algorithms_for
 
 ALGORITHM = "RS256"
 # A header longer than this is not a token we issue; refuse it before any parsing.
 MAX_TOKEN_LENGTH = 4096
 ADMIN_SCOPE = "admin"
+# The longest user name a token may carry: thoughts store it (models.py's username column).
+MAX_USERNAME_LENGTH = 50
 # Tokens remembered per worker process: a client sends the same token again and again.
 TOKEN_CACHE_SIZE = 1024
 

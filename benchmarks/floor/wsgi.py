@@ -51,9 +51,10 @@ def create_floor(floor: str) -> Flask:
         return app
     if floor == "observability":
         sys.path.insert(0, str(HERE.parents[1] / "ThoughtsBackend"))
-        from thoughts_backend.observability import ACCESS_LOGGER, init_observability
+        from thoughts_backend import observability
+        from thoughts_backend.observability import ACCESS_LOGGER
 
-        init_observability(app)
+        observability.init_app(app)
         # The service's access records are at INFO, the level of its app's logger (named
         # thoughts_backend); this app's logger has another name.
         logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
