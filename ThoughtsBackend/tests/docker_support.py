@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cannot_run
+from .support import cannot_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Made by docker/build_debian_base.sh (debootstrap trixie + docker import): the base of

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .conftest import cannot_run, postgresql_required, wait_for
 from .postgres_instance import unprivileged_user
+from .support import cannot_run, postgresql_required, wait_for
 from .uwsgi_process import free_port
 
 START_TIMEOUT_SECONDS = 30

@@ -17,9 +17,9 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 
-from .conftest import cannot_run, postgresql_required
+from .support import cannot_run, postgresql_required
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 

@@ -4,10 +4,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from thoughts_backend import config, create_app
+from thoughts_backend import config
+from thoughts_backend.app import create_app
 from thoughts_backend.config import CODE_DIR, ConfigError, database_url, gather_settings, load_public_key
 
-from .conftest import pem_public
+from .support import pem_public
 
 
 def settings(**values) -> dict:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from thoughts_backend.token_validation import encode_token
 
-from .conftest import drop_schema, wait_for
+from .support import drop_schema, wait_for
 from .test_faults import Load, served, stored_texts
 
 WRITERS = 6

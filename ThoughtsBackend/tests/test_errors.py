@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 
 from .uwsgi_process import free_port
 

@@ -26,14 +26,14 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from thoughts_backend import create_app
 from thoughts_backend import db as thoughts_db
+from thoughts_backend.app import create_app
 from thoughts_backend.db import db
 from thoughts_backend.schema import upgrade_schema
 from thoughts_backend.token_validation import encode_token
 
-from .conftest import POSTGRES_TEST_URL, app_with_schema, cannot_run, postgresql_required, wait_for
 from .postgres_instance import IsolatedLink, PostgresInstance
+from .support import POSTGRES_TEST_URL, app_with_schema, cannot_run, postgresql_required, wait_for
 from .uwsgi_process import ServedApp
 
 REQUEST_TIMEOUT = 10

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 from thoughts_backend.config import CODE_DIR, SETTING_NAMES, ConfigError, gather_settings, load_public_key
 
 REPOSITORY = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 from thoughts_backend.db import db
 from thoughts_backend.models import Thought
 from thoughts_backend.schema import (
@@ -34,7 +34,7 @@ from thoughts_backend.schema import (
 )
 from thoughts_backend.search import SEARCH_INDEX_NAME, SQLITE_SEARCH_TRIGGERS
 
-from .conftest import drop_schema, wait_for
+from .support import drop_schema, wait_for
 
 CODE_DIR = Path(__file__).resolve().parents[1]
 RELEASE_BEFORE_MIGRATIONS = Path(__file__).parent / "data" / "release_before_migrations.{}.sql"

@@ -18,7 +18,7 @@ from flask import current_app
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 from thoughts_backend.observability import ACCESS_LOGGER, REQUEST_ID_HEADER, JsonFormatter, StdoutHandler
 
 CODE_DIR = Path(__file__).resolve().parent.parent
@@ -341,7 +341,7 @@ def start_app_with(
     env |= {"PUBLIC_KEY": public_pem, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
     env |= environment
     script = (
-        "from thoughts_backend import create_app\n"
+        "from thoughts_backend.app import create_app\n"
         "client = create_app().test_client()\n"
         f"for path in {list(requests)!r}:\n"
         "    client.get(path)\n"

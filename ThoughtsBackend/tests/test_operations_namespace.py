@@ -2,7 +2,7 @@
 
 import pytest
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 
 
 def test_healthz(client):

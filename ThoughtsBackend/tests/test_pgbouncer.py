@@ -19,14 +19,14 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 from thoughts_backend.config import ConfigError, flask_config, gather_settings
 from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token
 
-from .conftest import app_with_schema
 from .pgbouncer import PgBouncer
 from .postgres_instance import PostgresInstance
+from .support import app_with_schema
 from .test_faults import (
     OUTAGE_ANSWER_SECONDS,
     REQUEST_TIMEOUT,

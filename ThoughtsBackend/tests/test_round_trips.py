@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from thoughts_backend.db import PING_AFTER_IDLE_SECONDS
 
-from .conftest import wait_for
 from .postgres_protocol import ProtocolRecorder
+from .support import wait_for
 from .uwsgi_process import ServedApp
 
 # psycopg prepares a statement on its sixth run, in an exchange of its own: the warm-up

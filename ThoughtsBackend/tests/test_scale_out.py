@@ -58,8 +58,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from .conftest import POSTGRES_TEST_URL, cannot_run, postgresql_required, wait_for
 from .pgbouncer import PgBouncer
+from .support import POSTGRES_TEST_URL, cannot_run, postgresql_required, wait_for
 from .uwsgi_process import CODE_DIR, ServedApp, free_port
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.postgresql]

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from thoughts_backend import create_app
+from thoughts_backend.app import create_app
 from thoughts_backend.config import ConfigError
 from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token
 
-from .conftest import cannot_run
+from .support import cannot_run
 from .uwsgi_process import ServedApp
 
 CREATES = 20

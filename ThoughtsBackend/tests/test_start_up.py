@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from thoughts_backend.schema import SCHEMA_LOCK_KEY
 
-from .conftest import drop_schema, wait_for
+from .support import drop_schema, wait_for
 from .uwsgi_process import CODE_DIR, ServedApp, free_port, is_alive
 
 

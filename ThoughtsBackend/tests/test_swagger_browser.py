@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cannot_run
-from tests.uwsgi_process import ServedApp
+from .support import cannot_run
+from .uwsgi_process import ServedApp
 
 pytestmark = pytest.mark.browser
 

@@ -5,13 +5,14 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from thoughts_backend import config, create_app
+from thoughts_backend import config
+from thoughts_backend.app import create_app
 from thoughts_backend.config import ConfigError, gather_settings
 from thoughts_backend.token_keys import JwksFile, RemoteJwks, StaticKeys
 from thoughts_backend.token_validation import DEFAULT_RULES
 
-from .conftest import pem_public
 from .identity_support import new_key, public_jwk
+from .support import pem_public
 
 
 def token_config(tmp_path, values: dict):

@@ -16,7 +16,7 @@ from thoughts_backend.token_validation import (
     validate_authorization_header,
 )
 
-from .conftest import app_with_schema
+from .support import app_with_schema
 
 
 def b64(data: bytes) -> str:

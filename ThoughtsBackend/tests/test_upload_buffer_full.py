@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from .conftest import wait_for
+from .support import wait_for
 from .test_faults import tmpfs
 from .test_large_uploads import MiB, post, thought_of_size
 from .uwsgi_process import ServedApp
