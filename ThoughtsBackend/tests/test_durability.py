@@ -17,8 +17,12 @@ import sqlalchemy as sa
 
 from thoughts_backend.token_validation import encode_token
 
+from .faults import (
+    Load,
+    served,
+    stored_texts,
+)
 from .support import drop_schema, wait_for
-from .test_faults import Load, served, stored_texts
 
 WRITERS = 6
 WORKERS = 4

@@ -17,9 +17,13 @@ from thoughts_backend import postgresql_timeouts
 from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token
 
+from .faults import (
+    assert_each_answered_503_within,
+    database_fault_under_load,
+    served,
+)
 from .postgres_instance import PostgresInstance
 from .support import app_with_schema, wait_for
-from .test_faults import assert_each_answered_503_within, database_fault_under_load, served
 
 # The service's default POSTGRES_STATEMENT_TIMEOUT_MS (config.py), and the bound.
 STATEMENT_TIMEOUT_SECONDS = 3.0

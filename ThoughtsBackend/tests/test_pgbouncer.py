@@ -24,16 +24,16 @@ from thoughts_backend.config import ConfigError, flask_config, gather_settings
 from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token
 
-from .pgbouncer import PgBouncer
-from .postgres_instance import PostgresInstance
-from .support import app_with_schema
-from .test_faults import (
+from .faults import (
     OUTAGE_ANSWER_SECONDS,
     REQUEST_TIMEOUT,
     assert_each_answered_503_within,
     database_fault_under_load,
     served,
 )
+from .pgbouncer import PgBouncer
+from .postgres_instance import PostgresInstance
+from .support import app_with_schema
 
 
 def plain(url: str) -> str:

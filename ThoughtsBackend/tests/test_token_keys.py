@@ -22,7 +22,7 @@ from thoughts_backend.token_validation import TokenCache, TokenError, TokenRules
 
 from .identity_support import JwksServer, new_key, public_jwk, self_signed_certificate, sign
 from .support import pem_public, wait_for
-from .test_token_validation import b64
+from .tokens import b64
 
 ISSUER = "https://idp.example"
 RULES = TokenRules(issuer=ISSUER, audience="thoughts", algorithms=("RS256", "PS256", "ES256", "EdDSA"))

@@ -11,9 +11,11 @@ import shutil
 
 import pytest
 
+from .faults import (
+    tmpfs,
+)
 from .support import wait_for
-from .test_faults import tmpfs
-from .test_large_uploads import MiB, post, thought_of_size
+from .uploads import MiB, post, thought_of_size
 from .uwsgi_process import ServedApp
 
 pytestmark = pytest.mark.faults
