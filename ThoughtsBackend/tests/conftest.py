@@ -1,4 +1,17 @@
-"""Fixtures: an app per test on SQLite and on the real PostgreSQL, keys, tokens."""
+"""Fixtures of every test: an app per test on SQLite, on the real PostgreSQL and through
+PgBouncer, keys, tokens; and the hook that marks the long suites `host`.
+
+Where a test goes:
+  tests/         the app in-process (Flask's test client), its modules, its commands run to
+                 their end (the CLI, init_db.py, flask db) and its files (Dockerfiles, compose,
+                 manifests). Its database may be the shared PostgreSQL, or PgBouncer before it.
+  tests/system/  tests that start the service or the servers around it as processes and talk
+                 to them over sockets: uWSGI (start_server.sh, make run), a private PostgreSQL,
+                 PgBouncer under faults, HAProxy, docker, a browser, an identity provider.
+                 Every test marked faults, scaleout, container, compose, browser or idp is one.
+Fixtures only system tests use are in tests/system/conftest.py; helpers (no fixtures) in
+tests/support.py and in modules named for their concern, never in a conftest.py.
+"""
 
 import uuid
 
@@ -43,16 +56,6 @@ def public_key_file(tmp_path_factory, public_pem):
     path = tmp_path_factory.mktemp("keys") / "public.pem"
     path.write_text(public_pem)
     return path
-
-
-@pytest.fixture
-def served_app(tmp_path, public_key_file):
-    """The service under uWSGI (start_server.sh, uwsgi.ini, 2 workers) on a SQLite file of its own."""
-    from .uwsgi_process import ServedApp
-
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "PUBLIC_KEY_FILE": str(public_key_file)}
-    with ServedApp(env, processes=2) as app:
-        yield app
 
 
 @pytest.fixture(scope="session")

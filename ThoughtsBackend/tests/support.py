@@ -7,8 +7,11 @@ key's PEM, an app with its schema and the schema dropped again.
 """
 
 import contextlib
+import importlib
 import os
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -85,3 +88,17 @@ def drop_schema(engine: sa.Engine) -> None:
             connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}{cascade}")
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql("DROP FUNCTION IF EXISTS thought_total_update()")
+
+
+# The repository's benchmarks/ (not in the image: tests that use it are marked host).
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def benchmark_module(name: str):
+    """benchmarks/<name>.py, imported from the checkout."""
+    assert BENCHMARKS.is_dir(), f"{BENCHMARKS} is not here: these tests need the repository's benchmarks/"
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))

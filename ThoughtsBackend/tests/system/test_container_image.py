@@ -4,7 +4,7 @@
 
 Needs root (to start dockerd and run debootstrap) and Debian's docker.io; the first run
 builds the local base image with docker/build_debian_base.sh (debootstrap + docker import).
-Where the daemon cannot be had the tests skip on a laptop and fail in CI (tests/docker_support.py).
+Where the daemon cannot be had the tests skip on a laptop and fail in CI (tests/system/docker_support.py).
 
 Environment:
   THOUGHTS_BASE_IMAGE     base for Dockerfile.debian (default: the local debootstrap image;
@@ -20,6 +20,7 @@ import uuid
 
 import pytest
 
+from ..uwsgi_process import free_port
 from .docker_support import (
     BUILD_TIMEOUT,
     LOCAL_BASE_IMAGE,
@@ -32,7 +33,6 @@ from .docker_support import (
     stop_under_load,
     wait_for,
 )
-from .uwsgi_process import free_port
 
 pytestmark = pytest.mark.container
 

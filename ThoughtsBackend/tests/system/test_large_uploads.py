@@ -17,8 +17,8 @@ import pytest
 
 from thoughts_backend.errors import MAX_DISCARDED_BODY_BYTES
 
+from ..uwsgi_process import ServedApp
 from .uploads import MiB, post, thought_of_size
-from .uwsgi_process import ServedApp
 
 
 @pytest.fixture(scope="module")

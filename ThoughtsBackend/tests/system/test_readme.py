@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from .uwsgi_process import free_port
+from ..uwsgi_process import free_port
 
 # make, the repository's Makefile and README.md: host only.
 pytestmark = pytest.mark.host
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 README = REPO / "README.md"
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .uwsgi_process import ServedApp
+from ..uwsgi_process import ServedApp
 
 LOG_WAIT_SECONDS = 10
 RELOAD_WAIT_SECONDS = 30

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from .uwsgi_process import ServedApp, is_alive, parent_of
+from ..uwsgi_process import ServedApp, is_alive, parent_of
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = Path(__file__).resolve().parents[3]
 ARTIFACT = Path(os.environ.get("TEST_ARTIFACT_DIR", REPOSITORY / "test-artifacts")) / "graceful_stop.json"
 
 WORKERS = 2

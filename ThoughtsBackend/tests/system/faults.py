@@ -18,8 +18,8 @@ from pathlib import Path
 
 import requests
 
-from .support import cannot_run, postgresql_required, wait_for
-from .uwsgi_process import ServedApp
+from ..support import cannot_run, postgresql_required, wait_for
+from ..uwsgi_process import ServedApp
 
 REQUEST_TIMEOUT = 10
 

@@ -4,7 +4,7 @@ error is. Writes cut off with no answer at all are "in doubt" (the client cannot
 and are counted: if stored, they must be stored whole.
 
 Runs against SQLite with several uWSGI workers writing at once, and against PostgreSQL.
-    make test-faults        (or: pytest -m faults -s tests/test_durability.py)
+    make test-faults        (or: pytest -m faults -s tests/system/test_durability.py)
 """
 
 import signal
@@ -17,12 +17,12 @@ import sqlalchemy as sa
 
 from thoughts_backend.token_validation import encode_token
 
+from ..support import drop_schema, wait_for
 from .faults import (
     Load,
     served,
     stored_texts,
 )
-from .support import drop_schema, wait_for
 
 WRITERS = 6
 WORKERS = 4

@@ -58,13 +58,13 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from .pgbouncer import PgBouncer
-from .support import POSTGRES_TEST_URL, cannot_run, postgresql_required, wait_for
-from .uwsgi_process import CODE_DIR, ServedApp, free_port
+from ..pgbouncer import PgBouncer
+from ..support import POSTGRES_TEST_URL, cannot_run, postgresql_required, wait_for
+from ..uwsgi_process import CODE_DIR, ServedApp, free_port
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.postgresql]
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = Path(__file__).resolve().parents[3]
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACT_DIR", REPOSITORY / "test-artifacts"))
 
 INSTANCES = 3

@@ -4,7 +4,7 @@ killed, a request hangs past harakiri, the SQLite disk is read-only or full.
 Each test runs a bounded load (a few client threads, a capped number of requests) and
 waits for conditions, never for fixed sleeps. The numbers each test measures (requests in
 flight when the fault hit, how many failed and how) are printed; run with -s to see them:
-    make test-faults        (or: pytest -m faults -s tests/test_faults.py)
+    make test-faults        (or: pytest -m faults -s tests/system/test_faults.py)
 """
 
 import contextlib
@@ -29,6 +29,9 @@ from thoughts_backend.db import db
 from thoughts_backend.schema import upgrade_schema
 from thoughts_backend.token_validation import encode_token
 
+from ..postgres_instance import IsolatedLink, PostgresInstance
+from ..support import POSTGRES_TEST_URL, app_with_schema, wait_for
+from ..uwsgi_process import ServedApp
 from .faults import (
     OUTAGE_ANSWER_SECONDS,
     REQUEST_TIMEOUT,
@@ -47,9 +50,6 @@ from .faults import (
     worker_pids,
     writes_refused_yet_stored,
 )
-from .postgres_instance import IsolatedLink, PostgresInstance
-from .support import POSTGRES_TEST_URL, app_with_schema, wait_for
-from .uwsgi_process import ServedApp
 
 HARAKIRI_SECONDS = 3
 # Across a network partition nothing answers, not even a refusal: what bounds an answer is

@@ -11,12 +11,12 @@ import shutil
 
 import pytest
 
+from ..support import wait_for
+from ..uwsgi_process import ServedApp
 from .faults import (
     tmpfs,
 )
-from .support import wait_for
 from .uploads import MiB, post, thought_of_size
-from .uwsgi_process import ServedApp
 
 pytestmark = pytest.mark.faults
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from .support import cannot_run
+from ..support import cannot_run
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 # Made by docker/build_debian_base.sh (debootstrap trixie + docker import): the base of
 # Dockerfile.debian and of the PostgreSQL stand-in where no registry can be reached.
 LOCAL_BASE_IMAGE = "thoughts-backend/debian-python:trixie"
