@@ -113,7 +113,9 @@ class PgBouncer:
             extra_groups=[] if self.run_as else None,
         )
         log.close()
-        wait_for(self._accepts, START_TIMEOUT_SECONDS, f"PgBouncer listening on {self.port}:\n{self.log()}")
+        wait_for(
+            self._accepts, START_TIMEOUT_SECONDS, f"PgBouncer listening on {self.port}", details=self.log
+        )
 
     def stop(self) -> None:
         """Stop at once (SIGTERM, PgBouncer 1.18's immediate shutdown): every client

@@ -41,15 +41,17 @@ def cannot_run(reason: str, required: bool | None = None):
     pytest.skip(reason)
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
-    """Poll `condition` until it returns a true value, and return it; fail saying `what` did not happen."""
+def wait_for(condition, timeout: float, what: str, interval: float = 0.05, details=None):
+    """Poll `condition` until it returns a true value, and return it; fail saying `what` did not
+    happen within `timeout`, followed by `details()` (a log, the last answers) if given: it is
+    read when the wait fails, not when it starts. The one wait of the tests and their helpers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = condition()
         if result:
             return result
         time.sleep(interval)  # the polling interval of a condition, not a guess at a duration
-    pytest.fail(f"{what} within {timeout} s")
+    pytest.fail(f"{what} within {timeout} s" + (f":\n{details()}" if details else ""))
 
 
 def pem_public(private_key) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ..support import cannot_run
+from ..support import cannot_run, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # Made by docker/build_debian_base.sh (debootstrap trixie + docker import): the base of
@@ -38,15 +38,6 @@ def docker(*arguments: str, timeout: float = 120, check: bool = True) -> subproc
     if check and result.returncode != 0:
         pytest.fail(f"docker {' '.join(arguments)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
-
-
-def wait_for(condition, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)  # the polling interval of a condition
-    return False
 
 
 def daemon_answers() -> bool:
@@ -70,8 +61,13 @@ def running_daemon(log_directory: Path):
     with log_path.open("w") as log:
         daemon = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        if not wait_for(lambda: daemon.poll() is not None or daemon_answers(), timeout=60, interval=0.5):
-            pytest.fail(f"dockerd did not answer within 60 s:\n{log_path.read_text()[-3000:]}")
+        wait_for(
+            lambda: daemon.poll() is not None or daemon_answers(),
+            60,
+            "dockerd answering",
+            interval=0.5,
+            details=lambda: log_path.read_text()[-3000:],
+        )
         if daemon.poll() is not None:
             pytest.fail(f"dockerd exited with {daemon.returncode}:\n{log_path.read_text()[-3000:]}")
         yield
@@ -203,7 +199,13 @@ def stop_under_load(port: int, token: str, stop_command) -> StopUnderLoad:
     for client in clients:
         client.start()
     try:
-        assert wait_for(lambda: sum(a.outcome == "ok" for a in attempts) >= 40, timeout=30), attempts[-5:]
+        wait_for(
+            lambda: sum(a.outcome == "ok" for a in attempts) >= 40,
+            30,
+            "40 requests answered before the stop",
+            interval=0.2,
+            details=lambda: repr(attempts[-5:]),
+        )
         stop_requested = time.monotonic()
         stop_command()
         stop_took = time.monotonic() - stop_requested

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from ..support import wait_for
 from ..uwsgi_process import ServedApp, is_alive, parent_of
 
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -261,13 +262,11 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(served):
     victim_id, victim = min(workers.items())
     os.kill(victim, signal.SIGKILL)
 
-    deadline = time.monotonic() + 30
-    while True:
+    def respawned() -> bool:
         replacement = served.worker_pids()[victim_id]
-        if replacement not in (0, victim) and is_alive(replacement):
-            break
-        assert time.monotonic() < deadline, f"worker {victim_id} not respawned:\n{served.output}"
-        time.sleep(0.05)
+        return replacement not in (0, victim) and is_alive(replacement)
+
+    wait_for(respawned, 30, f"worker {victim_id} respawned", details=lambda: served.output)
 
     assert f"worker {victim_id} (pid: {victim}) died, killed by signal 9" in served.output
     assert served.uwsgi_pids() >= set(served.worker_pids().values())
