@@ -9,20 +9,16 @@ test_upload_buffer_full.py.
 import contextlib
 import os
 import subprocess
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 from ..support import cannot_run, postgresql_required, wait_for
 from ..uwsgi_process import ServedApp
-
-REQUEST_TIMEOUT = 10
-
+from .load import REQUEST_TIMEOUT, Load, Outcome, send
 
 # The issue's bound: while the database is away, an answer (503) within this many seconds.
 OUTAGE_ANSWER_SECONDS = 1.0
@@ -48,115 +44,12 @@ def replaced_workers(service: ServedApp, before: set[int]) -> set[int] | None:
     return pids if len(pids) == len(before) and pids - before else None
 
 
-@dataclass
-class Outcome:
-    method: str
-    path: str
-    started: float
-    finished: float
-    status: int | None = None
-    error: str | None = None
-    json_body: object = None
-    retry_after: str | None = None
-    sent_text: str | None = None
-
-    @property
-    def seconds(self) -> float:
-        return self.finished - self.started
-
-    @property
-    def failed(self) -> bool:
-        return self.status is None or self.status >= 400
-
-
-def timed_request(method: str, url: str, path: str, **kwargs) -> Outcome:
-    # A connection per request: uWSGI's HTTP router (without http-keepalive) closes each
-    # connection after one answer without saying so, and a reused one would fail.
-    started = time.monotonic()
-    sent_text = kwargs.get("json", {}).get("text") if "json" in kwargs else None
-    try:
-        response = requests.request(method, url + path, timeout=REQUEST_TIMEOUT, **kwargs)
-    except requests.RequestException as error:
-        return Outcome(
-            method,
-            path,
-            started,
-            time.monotonic(),
-            error=f"{type(error).__name__}: {error}"[:300],
-            sent_text=sent_text,
-        )
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    return Outcome(
-        method,
-        path,
-        started,
-        time.monotonic(),
-        status=response.status_code,
-        json_body=body,
-        retry_after=response.headers.get("Retry-After"),
-        sent_text=sent_text,
-    )
-
-
-@dataclass
-class Load:
-    """Client threads sending requests until stopped, or until each has sent `cap` of them."""
-
-    base_url: str
-    requests_per_thread: list  # one function per thread: (session, n) -> (method, path, kwargs)
-    cap: int = 2000
-    # A thread stops after an outcome for which this is true (e.g. the service has gone).
-    stop_when: Callable[[Outcome], bool] | None = None
-    outcomes: list = field(default_factory=list)
-    in_flight: int = 0
-
-    def __post_init__(self):
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(make,)) for make in self.requests_per_thread]
-
-    def _run(self, make_request):
-        for n in range(self.cap):
-            if self.stopping.is_set():
-                return
-            method, path, kwargs = make_request(n)
-            with self.lock:
-                self.in_flight += 1
-            outcome = timed_request(method, self.base_url, path, **kwargs)
-            with self.lock:
-                self.in_flight -= 1
-                self.outcomes.append(outcome)
-            if self.stop_when and self.stop_when(outcome):
-                return
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_exc):
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(REQUEST_TIMEOUT + 5)
-
-    def count(self, predicate) -> int:
-        with self.lock:
-            return sum(1 for outcome in self.outcomes if predicate(outcome))
-
-    def snapshot(self) -> list[Outcome]:
-        with self.lock:
-            return list(self.outcomes)
-
-
-def reader(_n):
+def reader(_n, _previous):
     return "GET", "/api/thoughts/?limit=5", {}
 
 
 def writer(headers: dict, prefix: str):
-    def make(n):
+    def make(n, _previous):
         return "POST", "/api/me/thoughts/", {"json": {"text": f"{prefix}-{n}"}, "headers": headers}
 
     return make
@@ -234,7 +127,7 @@ def database_fault_under_load(
             30,
             f"503s during the {name}",
         )
-        readiness = timed_request("GET", service.url, "/readyz")
+        readiness = send(service.url, "GET", "/readyz")
         undone = time.monotonic()
         undo_fault()
         recovered = wait_for(

@@ -45,11 +45,11 @@ from .faults import (
     served,
     stored_texts,
     summary,
-    timed_request,
     tmpfs,
     worker_pids,
     writes_refused_yet_stored,
 )
+from .load import send
 
 HARAKIRI_SECONDS = 3
 # Across a network partition nothing answers, not even a refusal: what bounds an answer is
@@ -309,9 +309,9 @@ def hang_one_write(pool: ThreadPoolExecutor, service: ServedApp, headers: dict):
     text = f"hung-{uuid.uuid4().hex}"
     busy_before = busy_worker_pids(service)
     future = pool.submit(
-        timed_request,
-        "POST",
+        send,
         service.url,
+        "POST",
         "/api/me/thoughts/",
         json={"text": text},
         headers=headers,
