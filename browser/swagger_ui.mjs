@@ -1,6 +1,6 @@
 // Drives Debian's Chromium through ThoughtsBackend's Swagger UI, as a person would:
 // open the docs, see the operations, authorize with a bearer token, and write a thought
-// with "Try it out". Run by ThoughtsBackend/tests/test_swagger_browser.py, which starts
+// with "Try it out". Run by ThoughtsBackend/tests/system/test_swagger_browser.py, which starts
 // the service and checks through the API that the thought exists.
 //
 // Settings (environment):

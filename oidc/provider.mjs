@@ -1,5 +1,5 @@
 // A real OpenID provider (panva's oidc-provider, the lockfile's version) on 127.0.0.1, for
-// ThoughtsBackend/tests/test_identity_provider_http.py. It issues RFC 9068 JWT access tokens
+// ThoughtsBackend/tests/system/test_identity_provider_http.py. It issues RFC 9068 JWT access tokens
 // by the client-credentials grant for a resource indicator, and ID tokens by the code flow.
 //
 //   node provider.mjs settings.json   # {"port": 4000, "issuer": "http://127.0.0.1:4000", "keys": [<private JWK>, ...]}

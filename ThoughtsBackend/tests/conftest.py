@@ -1,20 +1,28 @@
-"""Fixtures: an app per test on SQLite and on the real PostgreSQL, keys, tokens."""
+"""Fixtures of every test: an app per test on SQLite, on the real PostgreSQL and through
+PgBouncer, keys, tokens; and the hook that marks the long suites `host`.
 
-import contextlib
-import os
-import time
+Where a test goes:
+  tests/         the app in-process (Flask's test client), its modules, its commands run to
+                 their end (the CLI, init_db.py, flask db) and its files (Dockerfiles, compose,
+                 manifests). Its database may be the shared PostgreSQL, or PgBouncer before it.
+  tests/system/  tests that start the service or the servers around it as processes and talk
+                 to them over sockets: uWSGI (start_server.sh, make run), a private PostgreSQL,
+                 PgBouncer under faults, HAProxy, docker, a browser, an identity provider.
+                 Every test marked faults, scaleout, container, compose, browser or idp is one.
+Fixtures only system tests use are in tests/system/conftest.py; helpers (no fixtures) in
+tests/support.py and in modules named for their concern, never in a conftest.py.
+"""
+
 import uuid
 
 import psycopg
 import pytest
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from thoughts_backend.app import create_app
-from thoughts_backend.db import db
-from thoughts_backend.schema import upgrade_schema
 from thoughts_backend.token_validation import encode_token
+
+from .support import POSTGRES_TEST_URL, app_with_schema, cannot_run, pem_public, postgresql_required
 
 # docker-compose's test-sqlite and test-postgresql run the suite inside the image (its
 # test-image stage: the runtime requirements, requirements-test.txt and ThoughtsBackend/),
@@ -30,45 +38,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if any(item.get_closest_marker(name) for name in HOST_SUITES):
             item.add_marker(pytest.mark.host)
-
-
-POSTGRES_TEST_URL = os.environ.get("POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def postgresql_required() -> bool:
-    """In CI a missing PostgreSQL is a failure; on a laptop its tests skip."""
-    return os.environ.get("REQUIRE_POSTGRESQL", "") == "1" or in_ci()
-
-
-def cannot_run(reason: str, required: bool | None = None):
-    """A test whose tool or service is missing: a failure where it must run (CI, by
-    default), a skip with the reason on a developer's machine."""
-    if in_ci() if required is None else required:
-        pytest.fail(f"{reason} (required here, so this is a failure, not a skip)")
-    pytest.skip(reason)
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
-    """Poll `condition` until it returns a true value, and return it; fail saying `what` did not happen."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)  # the polling interval of a condition, not a guess at a duration
-    pytest.fail(f"{what} within {timeout} s")
-
-
-def pem_public(private_key) -> str:
-    return (
-        private_key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
 
 
 @pytest.fixture(scope="session")
@@ -87,16 +56,6 @@ def public_key_file(tmp_path_factory, public_pem):
     path = tmp_path_factory.mktemp("keys") / "public.pem"
     path.write_text(public_pem)
     return path
-
-
-@pytest.fixture
-def served_app(tmp_path, public_key_file):
-    """The service under uWSGI (start_server.sh, uwsgi.ini, 2 workers) on a SQLite file of its own."""
-    from .uwsgi_process import ServedApp
-
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "PUBLIC_KEY_FILE": str(public_key_file)}
-    with ServedApp(env, processes=2) as app:
-        yield app
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +82,7 @@ def postgresql_server_url():
 def pgbouncer_server_url(postgresql_server_url):
     """The test database through Debian's PgBouncer in transaction mode, with a pool of 2
     server connections (tests/pgbouncer.py), for the run."""
-    from .pgbouncer import PgBouncer  # it imports this module's helpers
+    from .pgbouncer import PgBouncer
 
     server = sa.make_url(POSTGRES_TEST_URL)
     with PgBouncer.create(server.host or "127.0.0.1", server.port or 5432, pool_size=2) as bouncer:
@@ -154,36 +113,6 @@ def app_overrides(request, database_url, public_pem) -> dict:
     if callspec and callspec.params.get("database_url") == "pgbouncer":
         overrides["POSTGRES_TRANSACTION_POOLER"] = "true"
     return overrides
-
-
-@contextlib.contextmanager
-def app_with_schema(overrides: dict):
-    """An app with its database migrated to head; emptied, and its connections closed, afterwards."""
-    app = create_app(overrides)
-    with app.app_context():
-        upgrade_schema(db.engine)
-    try:
-        yield app
-    finally:
-        with app.app_context():
-            drop_schema(db.engine)
-            db.engine.dispose()
-
-
-# Everything the migrations (or a test's own earlier database) may have made.
-SCHEMA_TABLES = ("thought_text_trigram", "thought", "thought_model", "thought_total", "alembic_version")
-
-
-def drop_schema(engine: sa.Engine) -> None:
-    """Leave the database empty, as the next test expects the shared PostgreSQL one, whatever
-    state a test left it in (a plain DROP: quicker than a downgrade, and it cannot fail on a
-    half-made schema; downgrades have tests of their own in test_migrations.py)."""
-    with engine.begin() as connection:
-        cascade = " CASCADE" if connection.dialect.name == "postgresql" else ""
-        for table in SCHEMA_TABLES:
-            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}{cascade}")
-        if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql("DROP FUNCTION IF EXISTS thought_total_update()")
 
 
 @pytest.fixture

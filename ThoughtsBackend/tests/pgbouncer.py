@@ -22,8 +22,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .conftest import cannot_run, postgresql_required, wait_for
 from .postgres_instance import unprivileged_user
+from .support import cannot_run, postgresql_required, wait_for
 from .uwsgi_process import free_port
 
 START_TIMEOUT_SECONDS = 30
@@ -113,7 +113,9 @@ class PgBouncer:
             extra_groups=[] if self.run_as else None,
         )
         log.close()
-        wait_for(self._accepts, START_TIMEOUT_SECONDS, f"PgBouncer listening on {self.port}:\n{self.log()}")
+        wait_for(
+            self._accepts, START_TIMEOUT_SECONDS, f"PgBouncer listening on {self.port}", details=self.log
+        )
 
     def stop(self) -> None:
         """Stop at once (SIGTERM, PgBouncer 1.18's immediate shutdown): every client

@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .conftest import cannot_run, postgresql_required
+from .support import cannot_run, postgresql_required
 from .uwsgi_process import free_port, process_tree
 
 SERVER_USER = "postgres"

@@ -1,40 +1,21 @@
 """What the benchmark's figures rely on: its seeded data (benchmarks/seed.py) has the shape its
 scenarios and targets expect, its floors (benchmarks/floor/) answer what the ceiling does, and
-its latency group's link (benchmarks/latency.py, delay_relay.py) is delayed, counted right and
-removed at the end."""
+its latency group (benchmarks/latency.py) counts round trips right. Its delayed link, started
+for real, is tested in system/test_benchmark_latency.py."""
 
 import importlib
 import importlib.util
 import json
-import socket
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 
 from thoughts_backend.app import create_app
 
-from .conftest import cannot_run, postgresql_required
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from .support import BENCHMARKS, benchmark_module
 
 # The repository's benchmarks/, which the image does not hold.
 pytestmark = pytest.mark.host
-
-
-def benchmark_module(name: str):
-    """benchmarks/<name>.py, imported from the checkout."""
-    assert BENCHMARKS.is_dir(), f"{BENCHMARKS} is not here: these tests need the repository's benchmarks/"
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 @pytest.fixture(scope="module")
@@ -128,74 +109,3 @@ def test_a_requests_extra_wait_over_sqlite_is_counted_in_round_trips(latency):
     # 11 ms over the link where SQLite takes 1 ms, with 2.5 ms round trips: four of them.
     assert latency.round_trips_beyond(11.0, 1.0, 2.5) == 4.0
     assert latency.round_trips_beyond(1.0, 1.0, 2.5) == 0.0
-
-
-@pytest.fixture
-def echo_server():
-    """A loopback TCP server that sends back whatever it gets; yields its port."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve():
-        with listener:
-            connection, _ = listener.accept()
-            with connection:
-                while data := connection.recv(4096):
-                    connection.sendall(data)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    thread.join(timeout=10)
-
-
-def test_the_delay_relay_passes_bytes_both_ways_in_order_each_way_late(echo_server):
-    delay_ms = 50
-    command = [sys.executable, str(BENCHMARKS / "delay_relay.py"), "127.0.0.1", "127.0.0.1", str(echo_server)]
-    with subprocess.Popen([*command, str(delay_ms)], stdout=subprocess.PIPE, text=True) as relay:
-        try:
-            port = int(relay.stdout.readline())  # printed once it listens
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-                messages = b"".join(f"message {n};".encode() for n in range(20))
-                started = time.monotonic()
-                for n in range(20):
-                    client.sendall(f"message {n};".encode())
-                received = b""
-                while len(received) < len(messages):
-                    received += client.recv(4096)
-                round_trip = time.monotonic() - started
-                assert received == messages
-                # Held on the way there and on the way back: the delay is the relay's behaviour.
-                assert round_trip >= 2 * delay_ms / 1000
-                client.shutdown(socket.SHUT_WR)
-                assert client.recv(4096) == b"", "the echo server's close came through"
-        finally:
-            relay.kill()
-
-
-def network_namespaces() -> set[str]:
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
-    return {line.split()[0] for line in listed.splitlines() if line.strip()}
-
-
-@pytest.mark.faults
-@pytest.mark.postgresql
-def test_the_latency_groups_database_answers_across_the_delayed_link_and_is_removed_on_failure(latency):
-    reason = latency.missing()
-    if reason:
-        cannot_run(reason, required=postgresql_required())
-    before = network_namespaces()
-    with (
-        pytest.raises(RuntimeError, match="a failure in the middle of the group"),
-        latency.delayed_postgresql() as (url, delayed_by),
-    ):
-        assert "netem" in delayed_by or "relay" in delayed_by
-        plain = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(plain, connect_timeout=5) as connection:
-            assert connection.execute("SELECT 1").fetchone() == (1,)
-        assert len(network_namespaces() - before) == 1
-        round_trip = latency.link_round_trip(url, samples=5)
-        assert round_trip["min_ms"] >= 2 * latency.DELAY_MS, round_trip
-        raise RuntimeError("a failure in the middle of the group")
-    assert network_namespaces() == before
-    with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(plain, connect_timeout=2)

@@ -7,8 +7,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from thoughts_backend import config, development_keys
 from thoughts_backend.app import create_app
 from thoughts_backend.config import CODE_DIR, ConfigError, database_url, gather_settings, load_public_key
+from thoughts_backend.db import db
 
-from .conftest import pem_public
+from .support import pem_public
 
 
 def settings(**values) -> dict:
@@ -203,3 +204,29 @@ def test_without_a_key_setting_the_default_key_file_is_used(monkeypatch, tmp_pat
         load_public_key(settings())
     (tmp_path / "public.pem").write_text(public_pem)
     assert load_public_key(settings()).key_size == 2048
+
+
+@pytest.mark.parametrize(("value", "expected"), [("normal", "NORMAL"), ("Full", "FULL")])
+def test_the_setting_takes_either_mode_in_any_case(tmp_path, public_pem, value, expected):
+    app = create_app(
+        {"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "PUBLIC_KEY": public_pem, "SQLITE_SYNCHRONOUS": value}
+    )
+    assert app.config["SQLITE_SYNCHRONOUS"] == expected
+    with app.app_context():
+        with db.engine.connect() as connection:
+            in_effect = connection.exec_driver_sql("PRAGMA synchronous").scalar_one()
+        db.engine.dispose()
+    # PRAGMA synchronous reads back as a number.
+    assert in_effect == {"NORMAL": 1, "FULL": 2}[expected]
+
+
+@pytest.mark.parametrize("value", ["OFF", "EXTRA", "yes"])
+def test_any_other_mode_stops_the_start_with_a_sentence(tmp_path, public_pem, value):
+    with pytest.raises(ConfigError, match=f"SQLITE_SYNCHRONOUS must be FULL or NORMAL, not '{value}'"):
+        create_app(
+            {
+                "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+                "PUBLIC_KEY": public_pem,
+                "SQLITE_SYNCHRONOUS": value,
+            }
+        )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cannot_run
+from .support import cannot_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_APP = REPO_ROOT / "docker" / "app"

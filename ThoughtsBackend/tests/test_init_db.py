@@ -7,7 +7,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from .conftest import drop_schema
+from .support import drop_schema
 
 CODE_DIR = os.path.dirname(os.path.dirname(__file__))
 

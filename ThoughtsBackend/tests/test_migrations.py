@@ -34,7 +34,7 @@ from thoughts_backend.schema import (
 )
 from thoughts_backend.search import SEARCH_INDEX_NAME, SQLITE_SEARCH_TRIGGERS
 
-from .conftest import drop_schema, wait_for
+from .support import drop_schema, wait_for
 
 CODE_DIR = Path(__file__).resolve().parents[1]
 RELEASE_BEFORE_MIGRATIONS = Path(__file__).parent / "data" / "release_before_migrations.{}.sql"
@@ -444,23 +444,6 @@ def test_a_database_newer_than_the_code_is_served_without_migrating(engine, data
 def test_migrations_folder_is_complete():
     for name in ("env.py", "alembic.ini", "script.py.mako"):
         assert (MIGRATIONS_DIRECTORY / name).is_file()
-
-
-def test_migrate_on_start_false_leaves_the_database_to_the_migration_step(tmp_path, public_key_file):
-    from .uwsgi_process import ServedApp
-
-    database = tmp_path / "db.sqlite3"
-    environment = {"DATABASE_URL": f"sqlite:///{database}", "PUBLIC_KEY_FILE": str(public_key_file)}
-    with ServedApp({**environment, "MIGRATE_ON_START": "false"}) as served:
-        assert served.get("/healthz")[0] == 200
-        assert "init_db" not in served.output
-    engine = sa.create_engine(f"sqlite:///{database}")
-    with engine.connect() as connection:
-        assert stored_revision(connection) is None
-    engine.dispose()
-    with ServedApp(environment) as served:  # the default: the master migrates
-        assert served.get("/api/thoughts/")[0] == 200
-        assert f"init_db: schema ready in sqlite:///{database}" in served.output
 
 
 def test_migrate_on_start_must_be_true_or_false(public_pem):

@@ -24,7 +24,7 @@ from thoughts_backend.search import (
     search_pattern,
 )
 
-from .conftest import wait_for
+from .support import wait_for
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

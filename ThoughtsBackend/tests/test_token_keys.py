@@ -20,9 +20,9 @@ from thoughts_backend import token_keys
 from thoughts_backend.token_keys import JwksFile, KeySourceError, RemoteJwks, StaticKeys
 from thoughts_backend.token_validation import TokenCache, TokenError, TokenRules, decode_token
 
-from .conftest import pem_public, wait_for
 from .identity_support import JwksServer, new_key, public_jwk, self_signed_certificate, sign
-from .test_token_validation import b64
+from .support import pem_public, wait_for
+from .tokens import b64
 
 ISSUER = "https://idp.example"
 RULES = TokenRules(issuer=ISSUER, audience="thoughts", algorithms=("RS256", "PS256", "ES256", "EdDSA"))

@@ -11,8 +11,8 @@ from thoughts_backend.config import ConfigError, gather_settings
 from thoughts_backend.token_keys import JwksFile, RemoteJwks, StaticKeys
 from thoughts_backend.token_validation import DEFAULT_RULES
 
-from .conftest import pem_public
 from .identity_support import new_key, public_jwk
+from .support import pem_public
 
 
 def token_config(tmp_path, values: dict):

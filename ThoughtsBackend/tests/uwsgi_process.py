@@ -9,7 +9,7 @@
         print(app.output)
 
 `ServedApp` starts the script on a free port, with a run directory of its own, and
-returns once GET /healthz answers 200: it polls for that, never sleeps a fixed time. The
+returns once GET /healthz answers 200: it waits for that (support.wait_for), never a fixed time. The
 environment is ours plus PORT, UWSGI_RUN_DIR, UWSGI_PROCESSES and CODE_DIR, then the
 caller's `env`, which wins (UWSGI_HARAKIRI=3, UWSGI_INI=variant.ini). Leaving the `with`
 block stops whatever still runs (SIGTERM, then SIGKILL) and removes the files made for it.
@@ -31,6 +31,8 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from .support import wait_for
 
 CODE_DIR = Path(__file__).resolve().parents[1]
 SERVER_DIRS = (CODE_DIR.parent / "docker" / "app", Path("/opt/uwsgi"))
@@ -260,22 +262,25 @@ class ServedApp:
             start_new_session=True,
         )
 
+    def _answers_ready(self) -> bool:
+        try:
+            return self.get(self.ready_path, timeout=2)[0] == 200
+        except OSError:  # refused, reset or timed out: not ready yet
+            return False
+
     def _wait_until_ready(self) -> bool:
         """True once `ready_path` answers 200; False if the script exits first."""
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                if self.get(self.ready_path, timeout=2)[0] == 200:
-                    return True
-            except OSError:  # refused, reset or timed out: not ready yet
-                pass
-            time.sleep(0.05)
-        self._kill_everything()
-        raise TimeoutError(
-            f"{self.ready_path} did not answer 200 within {self.start_timeout}s:\n{self.output}"
-        )
+        try:
+            wait_for(
+                lambda: self.process.poll() is not None or self._answers_ready(),
+                self.start_timeout,
+                f"{self.ready_path} answering 200",
+                details=lambda: self.output,
+            )
+        except BaseException:
+            self._kill_everything()
+            raise
+        return self.process.poll() is None
 
     def _kill_everything(self) -> None:
         """SIGKILL the script and uWSGI's process group (uWSGI runs in a session of its own)."""

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .uwsgi_process import ServedApp
+from ..uwsgi_process import ServedApp
 
 WRITERS = 16
 WRITES_EACH = 20

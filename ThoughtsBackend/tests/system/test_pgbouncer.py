@@ -6,9 +6,9 @@ connection, so a client can keep nothing on "its" session: no prepared statement
 1.18 does not carry them), no SET. And it refuses startup parameters it does not know, such
 as `options`, which is how the statement timeout is sent to a PostgreSQL reached directly.
 The app's own tests on PostgreSQL run through it too (conftest's `database_url`); the
-rolling restart of tests/test_scale_out.py as well. Here: what the setting changes, and a
+rolling restart of tests/system/test_scale_out.py as well. Here: what the setting changes, and a
 PgBouncer restart under load.
-    make test-faults        (or: pytest -m pgbouncer -s tests/test_pgbouncer.py)
+    make test-faults        (or: pytest -m pgbouncer -s tests/system/test_pgbouncer.py)
 """
 
 import logging
@@ -24,10 +24,10 @@ from thoughts_backend.config import ConfigError, flask_config, gather_settings
 from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token
 
-from .conftest import app_with_schema
-from .pgbouncer import PgBouncer
-from .postgres_instance import PostgresInstance
-from .test_faults import (
+from ..pgbouncer import PgBouncer
+from ..postgres_instance import PostgresInstance
+from ..support import app_with_schema
+from .faults import (
     OUTAGE_ANSWER_SECONDS,
     REQUEST_TIMEOUT,
     assert_each_answered_503_within,

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 
 from thoughts_backend.token_validation import encode_token
 
-from .conftest import drop_schema
-from .uwsgi_process import ServedApp
+from ..support import drop_schema
+from ..uwsgi_process import ServedApp
 
 # Minutes, not seconds: with the long fault tests in `make test-faults`, which CI runs too.
 pytestmark = pytest.mark.faults

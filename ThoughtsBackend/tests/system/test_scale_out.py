@@ -46,11 +46,9 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -58,13 +56,14 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from .conftest import POSTGRES_TEST_URL, cannot_run, postgresql_required, wait_for
-from .pgbouncer import PgBouncer
-from .uwsgi_process import CODE_DIR, ServedApp, free_port
+from ..pgbouncer import PgBouncer
+from ..support import POSTGRES_TEST_URL, cannot_run, postgresql_required, wait_for
+from ..uwsgi_process import CODE_DIR, ServedApp, free_port
+from .load import Load, Outcome
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.postgresql]
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = Path(__file__).resolve().parents[3]
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACT_DIR", REPOSITORY / "test-artifacts"))
 
 INSTANCES = 3
@@ -250,75 +249,57 @@ def served_by(entry: dict) -> str:
 # --- the load ------------------------------------------------------------------------------
 
 
-@dataclass
-class Sample:
-    started: float  # time.monotonic() when the request was sent
-    seconds: float
-    operation: str
-    status: int | None
-    error: str | None = None
+# What each operation must be answered.
+EXPECTED_STATUS = {"write": 201, "read own": 200, "list": 200, "list mine": 200}
 
 
-@dataclass
-class LoadClient:
-    """One client thread: writes, reads its own last write back, lists, pages its own."""
+class ScaleOutClient:
+    """One client thread's requests (load.Load): writes, reads its own last write back, lists,
+    pages its own. What it saw is read from its outcomes afterwards (acknowledged, failures)."""
 
-    number: int
-    base_url: str
-    token: str
-    stop: threading.Event
-    samples: list[Sample] = field(default_factory=list)
-    acknowledged: dict[int, str] = field(default_factory=dict)  # id -> text, from 201 answers
-    failures: list[str] = field(default_factory=list)
+    def __init__(self, number: int, token: str):
+        self.number = number
+        self.token = token
+        self.last_id: int | None = None
+        self.outcomes: list[Outcome] = []  # filled in once the load has stopped
 
     @property
     def username(self) -> str:
         return f"scale-out-{self.number}"
 
-    def run(self) -> None:
-        session = requests.Session()
-        # A connection per request, as the instances close each one after its response: a
-        # new connection per request is what spreads the load over the instances.
-        session.headers["Connection"] = "close"
+    def __call__(self, iteration: int, previous: Outcome | None):
+        if previous is not None and previous.label == "write" and previous.status == 201:
+            self.last_id = previous.json_body["id"]
         headers = {"Authorization": f"Bearer {self.token}"}
-        last_id = None
-        iteration = 0
-        while not self.stop.is_set():
-            step = iteration % 4
-            if step == 0 or last_id is None:
-                text = f"thought {iteration} of {self.username}"
-                answer = self._send(
-                    session, "write", 201, "POST", "/api/me/thoughts/", json={"text": text}, headers=headers
-                )
-                if answer is not None:
-                    body = answer.json()
-                    if body["text"] != text:
-                        self.failures.append(f"POST answered {body!r} for the text {text!r}")
-                    self.acknowledged[body["id"]] = text
-                    last_id = body["id"]
-            elif step == 1:
-                # Read your own write back, through whichever instance HAProxy picks.
-                self._send(session, "read own", 200, "GET", f"/api/thoughts/{last_id}/")
-            elif step == 2:
-                self._send(session, "list", 200, "GET", "/api/thoughts/", params={"limit": 20})
-            else:
-                self._send(session, "list mine", 200, "GET", "/api/me/thoughts/", headers=headers)
-            iteration += 1
-        session.close()
+        step = iteration % 4
+        if step == 0 or self.last_id is None:
+            text = f"thought {iteration} of {self.username}"
+            return "POST", "/api/me/thoughts/", {"json": {"text": text}, "headers": headers, "label": "write"}
+        if step == 1:
+            # Read your own write back, through whichever instance HAProxy picks.
+            return "GET", f"/api/thoughts/{self.last_id}/", {"label": "read own"}
+        if step == 2:
+            return "GET", "/api/thoughts/", {"params": {"limit": 20}, "label": "list"}
+        return "GET", "/api/me/thoughts/", {"headers": headers, "label": "list mine"}
 
-    def _send(self, session, operation: str, expected: int, method: str, path: str, **kwargs):
-        started = time.monotonic()
-        try:
-            answer = session.request(method, self.base_url + path, timeout=CLIENT_TIMEOUT_SECONDS, **kwargs)
-        except requests.RequestException as error:
-            self.samples.append(Sample(started, time.monotonic() - started, operation, None, repr(error)))
-            self.failures.append(f"{method} {path}: {error!r}")
-            return None
-        self.samples.append(Sample(started, time.monotonic() - started, operation, answer.status_code))
-        if answer.status_code != expected:
-            self.failures.append(f"{method} {path}: {answer.status_code} {answer.text[:200]}")
-            return None
-        return answer
+    @property
+    def acknowledged(self) -> dict[int, str]:
+        """id -> text, from the 201 answers."""
+        return {
+            o.json_body["id"]: o.sent_text for o in self.outcomes if o.label == "write" and o.status == 201
+        }
+
+    @property
+    def failures(self) -> list[str]:
+        failures = []
+        for o in self.outcomes:
+            if o.status is None:
+                failures.append(f"{o.method} {o.path}: {o.error or o.kind}")
+            elif o.status != EXPECTED_STATUS[o.label]:
+                failures.append(f"{o.method} {o.path}: {o.status} {o.body[:200].decode(errors='replace')}")
+            elif o.label == "write" and o.json_body["text"] != o.sent_text:
+                failures.append(f"POST answered {o.json_body!r} for the text {o.sent_text!r}")
+        return failures
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -327,7 +308,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[max(1, math.ceil(len(ordered) * fraction)) - 1]
 
 
-def latency_summary(samples: list[Sample]) -> dict:
+def latency_summary(samples: list[Outcome]) -> dict:
     seconds = [sample.seconds for sample in samples]
     if not seconds:
         return {"requests": 0}
@@ -474,16 +455,11 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(
     def served_since(since_epoch: float) -> Counter:
         return Counter(served_by(e) for e in load_balancer.log_entries() if e["msec"] >= since_epoch)
 
-    stop = threading.Event()
-    clients = [
-        LoadClient(number, load_balancer.url, make_token(f"scale-out-{number}"), stop)
-        for number in range(CLIENT_THREADS)
-    ]
-    threads = [threading.Thread(target=client.run, name=f"load-{client.number}") for client in clients]
+    clients = [ScaleOutClient(number, make_token(f"scale-out-{number}")) for number in range(CLIENT_THREADS)]
+    load = Load(load_balancer.url, clients, cap=None, timeout=CLIENT_TIMEOUT_SECONDS)
     restarts = []
     load_started_epoch = time.time()
-    for thread in threads:
-        thread.start()
+    load.start()
     try:
         wait_for(
             lambda: all(
@@ -510,12 +486,12 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(
             "a restarted instance got no traffic",
         )
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=CLIENT_TIMEOUT_SECONDS + 5)
-    assert not any(thread.is_alive() for thread in threads), "a client thread did not stop"
+        load.stop()
+    assert load.all_stopped, "a client thread did not stop"
 
-    samples = [sample for client in clients for sample in client.samples]
+    samples = load.snapshot()
+    for client in clients:
+        client.outcomes = [o for o in samples if o.client == client.number]
     failures = [failure for client in clients for failure in client.failures]
     entries = load_balancer.log_entries()
     figures = {
@@ -527,7 +503,7 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(
         "client_requests": len(samples),
         "failed_client_requests": len(failures),
         "writes_acknowledged": sum(len(client.acknowledged) for client in clients),
-        "requests_by_operation": dict(Counter(sample.operation for sample in samples)),
+        "requests_by_operation": dict(Counter(sample.label for sample in samples)),
         "roll_seconds": round(roll_ended - roll_started, 2),
         "latency_before_roll": latency_summary([s for s in samples if s.started < roll_started]),
         "latency_during_roll": latency_summary(

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from thoughts_backend.schema import SCHEMA_LOCK_KEY
+from thoughts_backend.schema import SCHEMA_LOCK_KEY, stored_revision
 
-from .conftest import drop_schema, wait_for
-from .uwsgi_process import CODE_DIR, ServedApp, free_port, is_alive
+from ..support import drop_schema, wait_for
+from ..uwsgi_process import CODE_DIR, ServedApp, free_port, is_alive
 
 
 @pytest.fixture
@@ -309,3 +309,20 @@ def test_generate_keys_imports_no_web_or_database_library(tmp_path):
     )
     assert (tmp_path / "public.pem").is_file()
     assert result.stdout.strip() == ""
+
+
+def test_migrate_on_start_false_leaves_the_database_to_the_migration_step(tmp_path, public_key_file):
+    from ..uwsgi_process import ServedApp
+
+    database = tmp_path / "db.sqlite3"
+    environment = {"DATABASE_URL": f"sqlite:///{database}", "PUBLIC_KEY_FILE": str(public_key_file)}
+    with ServedApp({**environment, "MIGRATE_ON_START": "false"}) as served:
+        assert served.get("/healthz")[0] == 200
+        assert "init_db" not in served.output
+    engine = sa.create_engine(f"sqlite:///{database}")
+    with engine.connect() as connection:
+        assert stored_revision(connection) is None
+    engine.dispose()
+    with ServedApp(environment) as served:  # the default: the master migrates
+        assert served.get("/api/thoughts/")[0] == 200
+        assert f"init_db: schema ready in sqlite:///{database}" in served.output

@@ -9,13 +9,13 @@ rest one byte every `interval` seconds (a slowloris: a head, or a body, that tri
 watches each for an answer or a close; it stops, closing what is left, at `close()`.
 """
 
-import http.client
-import json
 import selectors
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+
+from .load import Load
 
 
 @dataclass
@@ -129,27 +129,24 @@ class OrdinaryResults:
 def ordinary_requests(port: int, token: str, seconds: float, timeout: float = 5) -> OrdinaryResults:
     """A client that alternates GET /api/thoughts/ and a POST of a thought, one request at
     a time on a new connection each, for `seconds`: every latency and status."""
+
+    def alternate(n, _previous):
+        number = n + 1
+        if number % 2:
+            return "GET", "/api/thoughts/?limit=5", {}
+        text = f"ordinary thought {number}"
+        return (
+            "POST",
+            "/api/me/thoughts/",
+            {"json": {"text": text}, "headers": {"Authorization": f"Bearer {token}"}},
+        )
+
+    load = Load(f"http://127.0.0.1:{port}", [alternate], cap=None, seconds=seconds, timeout=timeout)
+    with load:
+        load.threads[0].join()  # it ends by itself, after `seconds`
     results = OrdinaryResults()
-    deadline = time.monotonic() + seconds
-    number = 0
-    while time.monotonic() < deadline:
-        number += 1
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        started = time.monotonic()
-        try:
-            if number % 2:
-                connection.request("GET", "/api/thoughts/?limit=5")
-            else:
-                body = json.dumps({"text": f"ordinary thought {number}"})
-                headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-                connection.request("POST", "/api/me/thoughts/", body, headers)
-            response = connection.getresponse()
-            response.read()
-            status = str(response.status)
-        except OSError as error:
-            status = type(error).__name__
-        finally:
-            connection.close()
-        results.latencies.append(time.monotonic() - started)
+    for outcome in load.snapshot():
+        status = str(outcome.status) if outcome.status is not None else (outcome.error or "").split(":")[0]
+        results.latencies.append(outcome.seconds)
         results.statuses[status] = results.statuses.get(status, 0) + 1
     return results

@@ -13,16 +13,16 @@ import http.client
 import json
 import os
 import signal
-import threading
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
 
-from .uwsgi_process import ServedApp, is_alive, parent_of
+from ..support import wait_for
+from ..uwsgi_process import ServedApp, is_alive, parent_of
+from .load import Load, Outcome
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = Path(__file__).resolve().parents[3]
 ARTIFACT = Path(os.environ.get("TEST_ARTIFACT_DIR", REPOSITORY / "test-artifacts")) / "graceful_stop.json"
 
 WORKERS = 2
@@ -34,87 +34,29 @@ DOCKER_GRACE_SECONDS = 10
 CLIENT_TIMEOUT_SECONDS = 8
 
 
-@dataclass
-class Attempt:
-    """One request on its own connection, as a client saw it."""
-
-    started: float
-    opened: float | None = None  # when connect() returned
-    ended: float = 0.0
-    outcome: str = ""  # answered, refused, closed (without a response), incomplete, hung
-    status: int | None = None
-    detail: str = ""
+def page_reader(_n, _previous):
+    return "GET", PAGE, {}
 
 
-def request_page(port: int) -> Attempt:
-    attempt = Attempt(started=time.monotonic())
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT_SECONDS)
-    try:
-        try:
-            connection.connect()
-        except ConnectionRefusedError:
-            attempt.outcome = "refused"
-            return attempt
-        attempt.opened = time.monotonic()
-        connection.request("GET", PAGE)
-        response = connection.getresponse()
-        attempt.status = response.status
-        body = response.read()  # IncompleteRead if the body stops short of Content-Length
-        if response.status != 200 or len(json.loads(body)) != THOUGHTS:
-            attempt.outcome, attempt.detail = "incomplete", body[:200].decode(errors="replace")
-        else:
-            attempt.outcome = "answered"
-    except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as error:
-        attempt.outcome, attempt.detail = "closed", type(error).__name__
-    except (http.client.IncompleteRead, ValueError) as error:
-        attempt.outcome, attempt.detail = "incomplete", repr(error)[:200]
-    except TimeoutError:
-        attempt.outcome = "hung"
-    except OSError as error:
-        attempt.outcome, attempt.detail = "error", repr(error)
-    finally:
-        connection.close()
-        attempt.ended = time.monotonic()
-    return attempt
+def outcome_of(attempt: Outcome) -> str:
+    """answered (the whole page), refused (at connect), closed (without a response),
+    incomplete (cut short, or not the page), hung, or error."""
+    if attempt.kind == "answered":
+        body = attempt.json_body
+        if attempt.status != 200 or not isinstance(body, list) or len(body) != THOUGHTS:
+            return "incomplete"
+    return attempt.kind
 
 
-class Clients:
+def page_readers(app: ServedApp) -> Load:
     """CLIENTS threads, each sending one request after another until told to stop."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.attempts: list[Attempt] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(CLIENTS)]
-
-    def _run(self):
-        while not self._stop.is_set():
-            attempt = request_page(self.port)
-            with self._lock:
-                self.attempts.append(attempt)
-            if attempt.outcome == "refused":
-                self._stop.wait(0.01)  # the server is gone or going: don't spin
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(CLIENT_TIMEOUT_SECONDS + 5)
-
-    def answered(self) -> int:
-        with self._lock:
-            return sum(attempt.outcome == "answered" for attempt in self.attempts)
-
-    def wait_for_answers(self, count: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while self.answered() < count:
-            assert time.monotonic() < deadline, f"only {self.answered()} answers in {timeout}s"
-            time.sleep(0.01)
+    return Load(
+        app.url,
+        [page_reader] * CLIENTS,
+        cap=None,
+        pause_after_no_answer=0.01,  # the server is gone or going: don't spin
+        timeout=CLIENT_TIMEOUT_SECONDS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -160,37 +102,51 @@ def stop_under_load(app: ServedApp, stop) -> dict:
     """Run the clients; once they have had 5 answers each (on average), stop(app); the counts."""
     uwsgi_pids = app.uwsgi_pids()
     assert len(uwsgi_pids) == WORKERS + 3, f"master, {WORKERS} workers and the two routers: {uwsgi_pids}"
-    with Clients(app.port) as clients:
-        clients.wait_for_answers(5 * CLIENTS)
+    with page_readers(app) as clients:
+        wait_for(
+            lambda: clients.count(lambda a: outcome_of(a) == "answered") >= 5 * CLIENTS,
+            60,
+            f"{5 * CLIENTS} answers",
+            interval=0.01,
+        )
         signalled_at = time.monotonic()
         stop(app)
         status = app.wait(timeout=DOCKER_GRACE_SECONDS + 5)
         exited_at = time.monotonic()
         still_running = sorted(pid for pid in uwsgi_pids if is_alive(pid))
-    attempts = clients.attempts
+    attempts = clients.snapshot()
     # In flight at the signal: connected before it, not finished by then.
-    in_flight = [a for a in attempts if a.opened is not None and a.opened < signalled_at < a.ended]
+    in_flight = [a for a in attempts if a.opened is not None and a.opened < signalled_at < a.finished]
     opened_before = [a for a in attempts if a.opened is not None and a.opened < signalled_at]
     after = [a for a in attempts if a.started >= signalled_at]
 
-    def count(outcomes: list[Attempt]) -> dict[str, int]:
+    def count(outcomes: list[Outcome]) -> dict[str, int]:
         counts: dict[str, int] = {}
         for attempt in outcomes:
-            counts[attempt.outcome] = counts.get(attempt.outcome, 0) + 1
+            counts[outcome_of(attempt)] = counts.get(outcome_of(attempt), 0) + 1
         return counts
 
     return {
         "workers": WORKERS,
         "clients": CLIENTS,
         "in_flight_at_signal": len(in_flight),
-        "lost_of_those_in_flight": sum(a.outcome != "answered" for a in in_flight),
+        "lost_of_those_in_flight": sum(outcome_of(a) != "answered" for a in in_flight),
         "opened_before_signal": count(opened_before),
         "started_after_signal": count(after),
         "seconds_to_exit": round(exited_at - signalled_at, 2),
         "exit_status": status,
         "uwsgi_processes_alive_at_exit": still_running,
         "failures": [
-            asdict(a) for a in opened_before + after if a.outcome in ("incomplete", "hung", "error")
+            {
+                "started": a.started,
+                "opened": a.opened,
+                "ended": a.finished,
+                "outcome": outcome_of(a),
+                "status": a.status,
+                "detail": a.error or a.body[:200].decode(errors="replace"),
+            }
+            for a in opened_before + after
+            if outcome_of(a) in ("incomplete", "hung", "error")
         ],
     }
 
@@ -261,13 +217,11 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(served):
     victim_id, victim = min(workers.items())
     os.kill(victim, signal.SIGKILL)
 
-    deadline = time.monotonic() + 30
-    while True:
+    def respawned() -> bool:
         replacement = served.worker_pids()[victim_id]
-        if replacement not in (0, victim) and is_alive(replacement):
-            break
-        assert time.monotonic() < deadline, f"worker {victim_id} not respawned:\n{served.output}"
-        time.sleep(0.05)
+        return replacement not in (0, victim) and is_alive(replacement)
+
+    wait_for(respawned, 30, f"worker {victim_id} respawned", details=lambda: served.output)
 
     assert f"worker {victim_id} (pid: {victim}) died, killed by signal 9" in served.output
     assert served.uwsgi_pids() >= set(served.worker_pids().values())

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -19,7 +18,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.uwsgi_process import ServedApp
+from ..support import wait_for
+from ..uwsgi_process import ServedApp
 
 LOG_WAIT_SECONDS = 10
 RELOAD_WAIT_SECONDS = 30
@@ -149,15 +149,15 @@ def access_records(service: ServedApp) -> list[dict]:
 
 def access_records_for(service: ServedApp, request_ids: set[str]) -> dict[str, list[dict]]:
     """The JSON access records of these requests in the output, once all have been written."""
-    deadline = time.monotonic() + LOG_WAIT_SECONDS
-    while True:
+
+    def all_written() -> dict[str, list[dict]] | None:
         found: dict[str, list[dict]] = {request_id: [] for request_id in request_ids}
         for record in access_records(service):
             if record.get("request_id") in found:
                 found[record["request_id"]].append(record)
-        if all(found.values()) or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+        return found if all(found.values()) else None
+
+    return wait_for(all_written, LOG_WAIT_SECONDS, f"an access record for each of {sorted(request_ids)}")
 
 
 def everything_written(service: ServedApp) -> str:
@@ -205,14 +205,14 @@ def test_an_error_response_is_logged_once_as_json(service):
 
 
 def wait_for_new_workers(service: ServedApp, old: set[int]) -> set[int]:
-    deadline = time.monotonic() + RELOAD_WAIT_SECONDS
-    while time.monotonic() < deadline:
+    def replaced() -> set[int] | None:
         with contextlib.suppress(OSError, ValueError, KeyError):
             current = set(service.worker_pids().values())
             if len(current) == 2 and not current & old and 0 not in current:
                 return current
-        time.sleep(0.1)
-    raise AssertionError(f"the workers {old} were not all replaced within {RELOAD_WAIT_SECONDS}s")
+        return None
+
+    return wait_for(replaced, RELOAD_WAIT_SECONDS, f"the workers {old} all replaced", interval=0.1)
 
 
 def test_replaced_workers_leave_their_counts_but_not_their_files(service, metrics_directory):

@@ -19,13 +19,10 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from thoughts_backend.app import create_app
-from thoughts_backend.config import ConfigError
-from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token
 
-from .conftest import cannot_run
-from .uwsgi_process import ServedApp
+from ..support import cannot_run
+from ..uwsgi_process import ServedApp
 
 CREATES = 20
 STRACE_START_TIMEOUT = 10
@@ -124,29 +121,3 @@ def test_each_acknowledged_write_syncs_the_wal_before_its_answer(
         assert all(answer.syncs_after_the_last_write >= 1 for answer in answered), answered
     else:
         assert syncs == 0, answered
-
-
-@pytest.mark.parametrize(("value", "expected"), [("normal", "NORMAL"), ("Full", "FULL")])
-def test_the_setting_takes_either_mode_in_any_case(tmp_path, public_pem, value, expected):
-    app = create_app(
-        {"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "PUBLIC_KEY": public_pem, "SQLITE_SYNCHRONOUS": value}
-    )
-    assert app.config["SQLITE_SYNCHRONOUS"] == expected
-    with app.app_context():
-        with db.engine.connect() as connection:
-            in_effect = connection.exec_driver_sql("PRAGMA synchronous").scalar_one()
-        db.engine.dispose()
-    # PRAGMA synchronous reads back as a number.
-    assert in_effect == {"NORMAL": 1, "FULL": 2}[expected]
-
-
-@pytest.mark.parametrize("value", ["OFF", "EXTRA", "yes"])
-def test_any_other_mode_stops_the_start_with_a_sentence(tmp_path, public_pem, value):
-    with pytest.raises(ConfigError, match=f"SQLITE_SYNCHRONOUS must be FULL or NORMAL, not '{value}'"):
-        create_app(
-            {
-                "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
-                "PUBLIC_KEY": public_pem,
-                "SQLITE_SYNCHRONOUS": value,
-            }
-        )

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cannot_run
-from tests.uwsgi_process import ServedApp
+from ..support import cannot_run
+from ..uwsgi_process import ServedApp
 
 pytestmark = pytest.mark.browser
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = Path(__file__).resolve().parents[3]
 BROWSER_DIR = REPOSITORY / "browser"
 DRIVER = BROWSER_DIR / "swagger_ui.mjs"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

@@ -1,5 +1,5 @@
 """Docker for the container and compose tests: the daemon, the local Debian base, the proxy
-CA for builds, and HTTP clients that keep sending while a container is stopped.
+CA for builds, and clients (load.Load) that keep sending while a container is stopped.
 
 Used by test_container_image.py (make test-container) and test_compose.py (make
 test-compose). Both need root and Debian's docker.io; where the daemon cannot be had their
@@ -12,16 +12,16 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .conftest import cannot_run
+from ..support import cannot_run, wait_for
+from .load import Load, Outcome
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 # Made by docker/build_debian_base.sh (debootstrap trixie + docker import): the base of
 # Dockerfile.debian and of the PostgreSQL stand-in where no registry can be reached.
 LOCAL_BASE_IMAGE = "thoughts-backend/debian-python:trixie"
@@ -38,15 +38,6 @@ def docker(*arguments: str, timeout: float = 120, check: bool = True) -> subproc
     if check and result.returncode != 0:
         pytest.fail(f"docker {' '.join(arguments)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
-
-
-def wait_for(condition, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)  # the polling interval of a condition
-    return False
 
 
 def daemon_answers() -> bool:
@@ -70,8 +61,13 @@ def running_daemon(log_directory: Path):
     with log_path.open("w") as log:
         daemon = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        if not wait_for(lambda: daemon.poll() is not None or daemon_answers(), timeout=60, interval=0.5):
-            pytest.fail(f"dockerd did not answer within 60 s:\n{log_path.read_text()[-3000:]}")
+        wait_for(
+            lambda: daemon.poll() is not None or daemon_answers(),
+            60,
+            "dockerd answering",
+            interval=0.5,
+            details=lambda: log_path.read_text()[-3000:],
+        )
         if daemon.poll() is not None:
             pytest.fail(f"dockerd exited with {daemon.returncode}:\n{log_path.read_text()[-3000:]}")
         yield
@@ -141,33 +137,6 @@ class Attempt:
     thought_id: int | None = None
 
 
-def client_loop(port: int, token: str, client: int, stop: threading.Event, attempts: list):
-    """Alternate reads and writes until told to stop; bounded in count and time."""
-    deadline = time.monotonic() + 120
-    for number in range(2000):
-        if stop.is_set() or time.monotonic() > deadline:
-            return
-        method = "POST" if number % 2 else "GET"
-        started = time.monotonic()
-        try:
-            if method == "POST":
-                response = request(
-                    port, "POST", "/api/me/thoughts/", {"text": f"client {client} #{number}"}, token
-                )
-                ok = response.status == 201
-                thought_id = response.json()["id"] if ok else None
-            else:
-                response = request(port, "GET", "/api/thoughts/?limit=5")
-                ok = response.status == 200 and isinstance(response.json(), list)
-                thought_id = None
-            outcome = "ok" if ok else f"HTTP {response.status}: {response.body[:200]!r}"
-        except (OSError, http.client.HTTPException, ValueError) as error:
-            outcome, thought_id = f"{type(error).__name__}: {error}", None
-        attempts.append(Attempt(method, started, time.monotonic(), outcome, thought_id))
-        if outcome != "ok":
-            time.sleep(0.05)  # the server is going away: don't spin on connection errors
-
-
 @dataclass
 class StopUnderLoad:
     """What the clients saw around a stop."""
@@ -192,24 +161,60 @@ class StopUnderLoad:
         return [a.thought_id for a in self.attempts if a.method == "POST" and a.outcome == "ok"]
 
 
+def reads_and_writes(token: str, client: int):
+    """Alternate a read and a write (a thought of this client's)."""
+
+    def make(number, _previous):
+        if number % 2:
+            text = f"client {client} #{number}"
+            return (
+                "POST",
+                "/api/me/thoughts/",
+                {"json": {"text": text}, "headers": {"Authorization": f"Bearer {token}"}},
+            )
+        return "GET", "/api/thoughts/?limit=5", {}
+
+    return make
+
+
+def attempt_of(outcome: Outcome) -> Attempt:
+    """ "ok" for a 201 to a write or a list to a read; else what went wrong."""
+    body = outcome.json_body
+    if outcome.status is None:
+        return Attempt(outcome.method, outcome.started, outcome.finished, outcome.error or outcome.kind)
+    ok = (outcome.method == "POST" and outcome.status == 201) or (
+        outcome.method == "GET" and outcome.status == 200 and isinstance(body, list)
+    )
+    thought_id = body["id"] if ok and outcome.method == "POST" else None
+    described = "ok" if ok else f"HTTP {outcome.status}: {outcome.body[:200]!r}"
+    return Attempt(outcome.method, outcome.started, outcome.finished, described, thought_id)
+
+
 def stop_under_load(port: int, token: str, stop_command) -> StopUnderLoad:
-    """Four clients on `port`; once 40 requests are answered, `stop_command()` runs."""
-    attempts: list[Attempt] = []
-    stop = threading.Event()
-    clients = [
-        threading.Thread(target=client_loop, args=(port, token, number, stop, attempts))
-        for number in range(4)
-    ]
-    for client in clients:
-        client.start()
-    try:
-        assert wait_for(lambda: sum(a.outcome == "ok" for a in attempts) >= 40, timeout=30), attempts[-5:]
+    """Four clients on `port` (bounded in count and time); once 40 requests are answered,
+    `stop_command()` runs; the clients go on until one has seen the server gone."""
+    load = Load(
+        f"http://127.0.0.1:{port}",
+        [reads_and_writes(token, client) for client in range(4)],
+        cap=2000,
+        seconds=120,
+        pause_after_no_answer=0.05,  # the server is going away: don't spin on connection errors
+    )
+    with load:
+        wait_for(
+            lambda: load.count(lambda o: attempt_of(o).outcome == "ok") >= 40,
+            30,
+            "40 requests answered before the stop",
+            interval=0.2,
+            details=lambda: repr([attempt_of(o) for o in load.snapshot()[-5:]]),
+        )
         stop_requested = time.monotonic()
         stop_command()
         stop_took = time.monotonic() - stop_requested
-        time.sleep(0.5)  # let the clients see that the server is gone
-    finally:
-        stop.set()
-        for client in clients:
-            client.join(timeout=30)
-    return StopUnderLoad(attempts, stop_requested, stop_took)
+        # Let the clients see that the server is gone: a request sent after the stop has ended.
+        wait_for(
+            lambda: load.count(lambda o: o.started > stop_requested + stop_took) >= 1,
+            30,
+            "a request sent after the stop ended",
+        )
+    return StopUnderLoad([attempt_of(o) for o in load.snapshot()], stop_requested, stop_took)

@@ -16,7 +16,7 @@ import json
 import socket
 import time
 
-from .uwsgi_process import uwsgi_setting
+from ..uwsgi_process import uwsgi_setting
 
 # Longer than the fastrouter's deadline for a body (10 s) and shorter than harakiri plus
 # that: a later end would mean a worker was held.

@@ -17,8 +17,8 @@ from collections import Counter
 
 import pytest
 
+from ..uwsgi_process import uwsgi_setting
 from .slow_clients import SlowClients, ordinary_requests
-from .uwsgi_process import uwsgi_setting
 
 pytestmark = pytest.mark.faults
 

@@ -11,10 +11,12 @@ import shutil
 
 import pytest
 
-from .conftest import wait_for
-from .test_faults import tmpfs
-from .test_large_uploads import MiB, post, thought_of_size
-from .uwsgi_process import ServedApp
+from ..support import wait_for
+from ..uwsgi_process import ServedApp
+from .faults import (
+    tmpfs,
+)
+from .uploads import MiB, post, thought_of_size
 
 pytestmark = pytest.mark.faults
 

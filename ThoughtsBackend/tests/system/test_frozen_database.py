@@ -5,7 +5,7 @@ the statement timeout does not fire either. Without a deadline of the client's o
 request waited until harakiri killed its worker. With it (thoughts_backend/
 postgresql_timeouts.py), each is answered 503 within POSTGRES_STATEMENT_TIMEOUT_MS + 1 s,
 and the service serves again once the server runs (SIGCONT), without a restart.
-    make test-faults        (or: pytest -m faults -s tests/test_frozen_database.py)
+    make test-faults        (or: pytest -m faults -s tests/system/test_frozen_database.py)
 """
 
 import time
@@ -17,9 +17,13 @@ from thoughts_backend import postgresql_timeouts
 from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token
 
-from .conftest import app_with_schema, wait_for
-from .postgres_instance import PostgresInstance
-from .test_faults import assert_each_answered_503_within, database_fault_under_load, served
+from ..postgres_instance import PostgresInstance
+from ..support import app_with_schema, wait_for
+from .faults import (
+    assert_each_answered_503_within,
+    database_fault_under_load,
+    served,
+)
 
 # The service's default POSTGRES_STATEMENT_TIMEOUT_MS (config.py), and the issue's bound.
 STATEMENT_TIMEOUT_SECONDS = 3.0

@@ -1,5 +1,5 @@
 """Exchanges with PostgreSQL per request, counted on the wire between a real uWSGI worker and
-the server (tests/postgres_protocol.py): a read is one, a write at most two.
+the server (tests/system/postgres_protocol.py): a read is one, a write at most two.
 
 On a network, each exchange is a round trip: before, a read was three (BEGIN, the SELECT,
 the ROLLBACK that returned its connection to the pool) and a full page four (its total in a
@@ -15,9 +15,9 @@ import sqlalchemy as sa
 
 from thoughts_backend.db import PING_AFTER_IDLE_SECONDS
 
-from .conftest import wait_for
+from ..support import wait_for
+from ..uwsgi_process import ServedApp
 from .postgres_protocol import ProtocolRecorder
-from .uwsgi_process import ServedApp
 
 # psycopg prepares a statement on its sixth run, in an exchange of its own: the warm-up
 # runs each request more often than that, so that what is counted is the steady state.

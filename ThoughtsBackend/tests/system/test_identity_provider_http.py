@@ -28,9 +28,9 @@ import requests
 
 from thoughts_backend.token_keys import MIN_FETCH_INTERVAL_SECONDS
 
-from .conftest import cannot_run, wait_for
-from .identity_support import new_key
-from .uwsgi_process import CODE_DIR, ServedApp, free_port
+from ..identity_support import new_key
+from ..support import cannot_run, wait_for
+from ..uwsgi_process import CODE_DIR, ServedApp, free_port
 
 pytestmark = pytest.mark.idp
 

@@ -7,18 +7,18 @@ import re
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .uwsgi_process import free_port
+from ..support import wait_for
+from ..uwsgi_process import free_port
 
 # make, the repository's Makefile and README.md: host only.
 pytestmark = pytest.mark.host
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 README = REPO / "README.md"
 
 
@@ -30,17 +30,15 @@ def shell_blocks_after(heading: str) -> list[str]:
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         assert process.poll() is None, "make run exited before serving"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
+                return response.status == 200
         except OSError:  # refused, reset or timed out while uWSGI loads the app
-            pass
-        time.sleep(0.1)  # polling interval while waiting for the condition above
-    pytest.fail(f"make run did not answer {url} within {timeout} s")
+            return False
+
+    wait_for(answers, timeout, f"make run answering {url}", interval=0.1)
 
 
 def json_values(text: str) -> list:

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from thoughts_backend.models import MAX_TEXT_LENGTH
 from thoughts_backend.request_limits import MAX_HEADER_BYTES, MAX_HEADER_FIELDS, MAX_REQUEST_TARGET_BYTES
 
-from .test_token_validation import attack_tokens, b64
-from .uwsgi_process import ServedApp
+from ..tokens import attack_tokens, b64
+from ..uwsgi_process import ServedApp
 
 TIMEOUT = 10
 BEARER_CHALLENGE = 'Bearer realm="thoughts"'

@@ -4,7 +4,7 @@
 
 Needs root (to start dockerd and run debootstrap) and Debian's docker.io; the first run
 builds the local base image with docker/build_debian_base.sh (debootstrap + docker import).
-Where the daemon cannot be had the tests skip on a laptop and fail in CI (tests/docker_support.py).
+Where the daemon cannot be had the tests skip on a laptop and fail in CI (tests/system/docker_support.py).
 
 Environment:
   THOUGHTS_BASE_IMAGE     base for Dockerfile.debian (default: the local debootstrap image;
@@ -20,6 +20,8 @@ import uuid
 
 import pytest
 
+from ..support import wait_for
+from ..uwsgi_process import free_port
 from .docker_support import (
     BUILD_TIMEOUT,
     LOCAL_BASE_IMAGE,
@@ -30,9 +32,7 @@ from .docker_support import (
     request,
     running_daemon,
     stop_under_load,
-    wait_for,
 )
-from .uwsgi_process import free_port
 
 pytestmark = pytest.mark.container
 
@@ -102,8 +102,9 @@ class Container:
         def serving_or_exited():
             return self.answers() or not self.state()["Running"]
 
-        if not wait_for(serving_or_exited, START_TIMEOUT) or not self.state()["Running"]:
-            pytest.fail(f"the container did not start serving within {START_TIMEOUT} s:\n{self.logs()}")
+        wait_for(serving_or_exited, START_TIMEOUT, "the container serving", interval=0.2, details=self.logs)
+        if not self.state()["Running"]:
+            pytest.fail(f"the container exited before it served:\n{self.logs()}")
 
     def token(self, username: str) -> str:
         """A token signed with the key pair start_server.sh made, minted as the README says."""
@@ -162,7 +163,13 @@ def test_image_runs_as_uwsgi_and_holds_no_key(image):
 
 def test_served_api_with_a_token_from_the_cli(container):
     assert container.state()["Health"]["Status"] in ("starting", "healthy")
-    assert wait_for(lambda: container.state()["Health"]["Status"] == "healthy", timeout=30), container.logs()
+    wait_for(
+        lambda: container.state()["Health"]["Status"] == "healthy",
+        30,
+        "the container's HEALTHCHECK healthy",
+        interval=0.2,
+        details=container.logs,
+    )
 
     listing = request(container.port, "GET", "/api/thoughts/")
     assert listing.status == 200 and listing.json() == []

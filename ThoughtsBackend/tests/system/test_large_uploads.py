@@ -17,9 +17,8 @@ import pytest
 
 from thoughts_backend.request_limits import MAX_DISCARDED_BODY_BYTES
 
-from .uwsgi_process import ServedApp
-
-MiB = 1024 * 1024
+from ..uwsgi_process import ServedApp
+from .uploads import MiB, post, thought_of_size
 
 
 @pytest.fixture(scope="module")
@@ -28,25 +27,6 @@ def service(tmp_path_factory, public_key_file):
     env = {"DATABASE_URL": f"sqlite:///{database}", "PUBLIC_KEY_FILE": str(public_key_file)}
     with ServedApp(env) as app:
         yield app
-
-
-def post(service, token: str, body: bytes) -> tuple[int, dict] | str:
-    """POST body as a thought: (status, JSON answer), or the name of the error the client
-    got instead of an answer (a reset, a broken pipe, an empty reply)."""
-    connection = http.client.HTTPConnection("127.0.0.1", service.port, timeout=30)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    try:
-        connection.request("POST", "/api/me/thoughts/", body, headers)
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    except (ConnectionError, http.client.HTTPException) as error:
-        return type(error).__name__
-    finally:
-        connection.close()
-
-
-def thought_of_size(size: int) -> bytes:
-    return b'{"text": "' + b"x" * (size - 12) + b'"}'
 
 
 @pytest.mark.parametrize("size", [2 * MiB, 8 * MiB, 64 * MiB, MAX_DISCARDED_BODY_BYTES])

@@ -4,7 +4,7 @@ killed, a request hangs past harakiri, the SQLite disk is read-only or full.
 Each test runs a bounded load (a few client threads, a capped number of requests) and
 waits for conditions, never for fixed sleeps. The numbers each test measures (requests in
 flight when the fault hit, how many failed and how) are printed; run with -s to see them:
-    make test-faults        (or: pytest -m faults -s tests/test_faults.py)
+    make test-faults        (or: pytest -m faults -s tests/system/test_faults.py)
 """
 
 import contextlib
@@ -12,13 +12,10 @@ import os
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -32,13 +29,28 @@ from thoughts_backend.db import db
 from thoughts_backend.schema import upgrade_schema
 from thoughts_backend.token_validation import encode_token
 
-from .conftest import POSTGRES_TEST_URL, app_with_schema, cannot_run, postgresql_required, wait_for
-from .postgres_instance import IsolatedLink, PostgresInstance
-from .uwsgi_process import ServedApp
+from ..postgres_instance import IsolatedLink, PostgresInstance
+from ..support import POSTGRES_TEST_URL, app_with_schema, wait_for
+from ..uwsgi_process import ServedApp
+from .faults import (
+    OUTAGE_ANSWER_SECONDS,
+    REQUEST_TIMEOUT,
+    Load,
+    assert_every_request_answered_and_no_acknowledged_write_lost,
+    busy_worker_pids,
+    database_fault_under_load,
+    describe,
+    reader,
+    replaced_workers,
+    served,
+    stored_texts,
+    summary,
+    tmpfs,
+    worker_pids,
+    writes_refused_yet_stored,
+)
+from .load import send
 
-REQUEST_TIMEOUT = 10
-# The issue's bound: while the database is away, an answer (503) within this many seconds.
-OUTAGE_ANSWER_SECONDS = 1.0
 HARAKIRI_SECONDS = 3
 # Across a network partition nothing answers, not even a refusal: what bounds an answer is
 # the client's own timeouts (config.py: 2 s for unacknowledged data, then 2 s for a new
@@ -48,285 +60,12 @@ PARTITION_ANSWER_SECONDS = 7.0
 WORKERS = 3
 
 
-# --- Helpers: the service, its processes, a bounded load -------------------------------
-
-
-def served(public_key_file, processes: int = 2, **settings) -> ServedApp:
-    """The service under start_server.sh and uwsgi.ini, with these settings (environment)."""
-    environment = {"PUBLIC_KEY_FILE": str(public_key_file), **{k: str(v) for k, v in settings.items()}}
-    return ServedApp(environment, processes=processes)
-
-
-def worker_pids(service: ServedApp) -> set[int]:
-    return {pid for pid in service.worker_pids().values() if pid}
-
-
-def busy_worker_pids(service: ServedApp) -> set[int]:
-    return {worker["pid"] for worker in service.stats()["workers"] if worker["status"] == "busy"}
-
-
-def replaced_workers(service: ServedApp, before: set[int]) -> set[int] | None:
-    """The worker pids once one of `before` is gone and a new one serves in its place."""
-    pids = worker_pids(service)
-    return pids if len(pids) == len(before) and pids - before else None
-
-
-@dataclass
-class Outcome:
-    method: str
-    path: str
-    started: float
-    finished: float
-    status: int | None = None
-    error: str | None = None
-    json_body: object = None
-    retry_after: str | None = None
-    sent_text: str | None = None
-
-    @property
-    def seconds(self) -> float:
-        return self.finished - self.started
-
-    @property
-    def failed(self) -> bool:
-        return self.status is None or self.status >= 400
-
-
-def timed_request(method: str, url: str, path: str, **kwargs) -> Outcome:
-    # A connection per request: uWSGI's HTTP router (without http-keepalive) closes each
-    # connection after one answer without saying so, and a reused one would fail.
-    started = time.monotonic()
-    sent_text = kwargs.get("json", {}).get("text") if "json" in kwargs else None
-    try:
-        response = requests.request(method, url + path, timeout=REQUEST_TIMEOUT, **kwargs)
-    except requests.RequestException as error:
-        return Outcome(
-            method,
-            path,
-            started,
-            time.monotonic(),
-            error=f"{type(error).__name__}: {error}"[:300],
-            sent_text=sent_text,
-        )
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    return Outcome(
-        method,
-        path,
-        started,
-        time.monotonic(),
-        status=response.status_code,
-        json_body=body,
-        retry_after=response.headers.get("Retry-After"),
-        sent_text=sent_text,
-    )
-
-
-@dataclass
-class Load:
-    """Client threads sending requests until stopped, or until each has sent `cap` of them."""
-
-    base_url: str
-    requests_per_thread: list  # one function per thread: (session, n) -> (method, path, kwargs)
-    cap: int = 2000
-    # A thread stops after an outcome for which this is true (e.g. the service has gone).
-    stop_when: Callable[[Outcome], bool] | None = None
-    outcomes: list = field(default_factory=list)
-    in_flight: int = 0
-
-    def __post_init__(self):
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(make,)) for make in self.requests_per_thread]
-
-    def _run(self, make_request):
-        for n in range(self.cap):
-            if self.stopping.is_set():
-                return
-            method, path, kwargs = make_request(n)
-            with self.lock:
-                self.in_flight += 1
-            outcome = timed_request(method, self.base_url, path, **kwargs)
-            with self.lock:
-                self.in_flight -= 1
-                self.outcomes.append(outcome)
-            if self.stop_when and self.stop_when(outcome):
-                return
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_exc):
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(REQUEST_TIMEOUT + 5)
-
-    def count(self, predicate) -> int:
-        with self.lock:
-            return sum(1 for outcome in self.outcomes if predicate(outcome))
-
-    def snapshot(self) -> list[Outcome]:
-        with self.lock:
-            return list(self.outcomes)
-
-
-def reader(_n):
-    return "GET", "/api/thoughts/?limit=5", {}
-
-
-def writer(headers: dict, prefix: str):
-    def make(n):
-        return "POST", "/api/me/thoughts/", {"json": {"text": f"{prefix}-{n}"}, "headers": headers}
-
-    return make
-
-
-def stored_texts(service: ServedApp) -> dict[str, dict]:
-    """Every stored thought by text, read through the API page by page."""
-    found, offset = {}, 0
-    while True:
-        page = requests.get(
-            f"{service.url}/api/thoughts/", params={"limit": 1000, "offset": offset}, timeout=REQUEST_TIMEOUT
-        )
-        assert page.status_code == 200, f"{page.text}\n{service.output[-5000:]}"
-        thoughts = page.json()
-        for thought in thoughts:
-            found[thought["text"]] = thought
-        if len(thoughts) < 1000:
-            return found
-        offset += 1000
-
-
-def errors_logged(output: str) -> str:
-    """The service's error records (JSON log lines at level ERROR), for a failure's message."""
-    records = [line for line in output.splitlines() if '"level": "ERROR"' in line]
-    return "\n".join(record[-2000:] for record in records[-5:])
-
-
-def summary(outcomes: list[Outcome]) -> Counter:
-    return Counter(outcome.status or outcome.error for outcome in outcomes)
-
-
 @pytest.fixture
 def user_headers(private_key):
     return {"Authorization": f"Bearer {encode_token('fault-tester', private_key, expires_in=3600)}"}
 
 
 # --- (a) PostgreSQL goes away under load, and comes back --------------------------------
-
-
-@dataclass
-class DatabaseFault:
-    """What one database fault under load gave: every request, and the times that frame it."""
-
-    outcomes: list
-    in_flight_at_fault: int
-    made: float  # when the fault was in place
-    undone: float  # when it was being undone
-    recovered: float  # when writes had succeeded again
-    readiness: Outcome  # /readyz during the fault
-    stored: dict
-    processes_before: set
-    processes_after: set
-    log: str
-
-    @property
-    def inside(self) -> list[Outcome]:
-        """The requests made and answered while the fault was in place: each must be a 503."""
-        return [o for o in self.outcomes if o.started > self.made and o.finished < self.undone]
-
-    @property
-    def during(self) -> list[Outcome]:
-        """Every request that overlapped the fault: each must be answered in time. (One
-        waiting when the fault was undone may then succeed.)"""
-        return [o for o in self.outcomes if o.finished > self.made and o.started < self.undone]
-
-
-def database_fault_under_load(
-    service: ServedApp, user_headers: dict, name: str, make_fault, undo_fault, answers: int = 8
-) -> DatabaseFault:
-    """Readers and writers on `service`; once writes flow, `make_fault()`, until `answers`
-    requests started after it got 503; then `undo_fault()`, until writes succeed again."""
-    processes_before = service.uwsgi_pids()
-    load = Load(
-        service.url, [reader, reader, writer(user_headers, f"{name}-a"), writer(user_headers, f"{name}-b")]
-    )
-    with load:
-        wait_for(lambda: load.count(lambda o: o.status == 201) >= 10, 20, f"writes before the {name}")
-        in_flight = load.in_flight
-        make_fault()
-        made = time.monotonic()
-        wait_for(
-            lambda: load.count(lambda o: o.started > made and o.status == 503) >= answers,
-            30,
-            f"503s during the {name}",
-        )
-        readiness = timed_request("GET", service.url, "/readyz")
-        undone = time.monotonic()
-        undo_fault()
-        recovered = wait_for(
-            lambda: load.count(lambda o: o.started > undone and o.status == 201) >= 10 and time.monotonic(),
-            30,
-            f"writes succeeding again after the {name}",
-        )
-    return DatabaseFault(
-        load.snapshot(),
-        in_flight,
-        made,
-        undone,
-        recovered,
-        readiness,
-        stored_texts(service),
-        processes_before,
-        service.uwsgi_pids(),
-        service.output,
-    )
-
-
-def describe(fault: DatabaseFault, name: str) -> str:
-    during = fault.during
-    return (
-        f"\n{name} under load: {len(fault.outcomes)} requests, {fault.in_flight_at_fault} in flight at the "
-        f"fault; {len(during)} during it ({dict(summary(during))}), answered in "
-        f"{min(o.seconds for o in during):.3f}-{max(o.seconds for o in during):.3f}s; /readyz "
-        f"{fault.readiness.status} in {fault.readiness.seconds:.2f}s; writes succeeded again "
-        f"{fault.recovered - fault.undone:.2f}s after it was undone"
-    )
-
-
-def assert_every_request_answered_and_no_acknowledged_write_lost(fault: DatabaseFault) -> None:
-    outcomes = fault.outcomes
-    assert not [o.error for o in outcomes if o.status is None], "a request got no HTTP answer"
-    assert {o.status for o in outcomes} <= {200, 201, 503}, f"{summary(outcomes)}\n{errors_logged(fault.log)}"
-    assert fault.inside and all(o.status == 503 for o in fault.inside), summary(fault.inside)
-    for outcome in (o for o in outcomes if o.status == 503):
-        assert outcome.retry_after == "1"
-        assert "database" in outcome.json_body["message"]
-    assert "HARAKIRI" not in fault.log
-    assert fault.processes_after == fault.processes_before, "a uWSGI process was killed or restarted"
-    acknowledged = [o for o in outcomes if o.status == 201]
-    assert all(o.json_body["text"] in fault.stored for o in acknowledged), "an acknowledged write was lost"
-
-
-def writes_refused_yet_stored(fault: DatabaseFault) -> list[Outcome]:
-    refused = [o for o in fault.outcomes if o.method == "POST" and o.status == 503]
-    assert refused, "no write was refused: the fault did not reach the writes"
-    return [o for o in refused if o.sent_text in fault.stored]
-
-
-def assert_each_answered_503_within(fault: DatabaseFault, name: str, seconds: float) -> None:
-    """What a fault that may leave a refused write stored (its commit sent, its answer lost)
-    must give: printed with that count; every request answered, within `seconds`; /readyz 503."""
-    print(describe(fault, name))
-    print(f"writes answered 503 yet stored: {len(writes_refused_yet_stored(fault))}")
-    assert_every_request_answered_and_no_acknowledged_write_lost(fault)
-    slow = [o for o in fault.during if o.seconds > seconds]
-    assert not slow, [(o.method, o.status, round(o.seconds, 3)) for o in slow]
-    assert fault.readiness.status == 503
 
 
 @pytest.mark.faults
@@ -570,9 +309,9 @@ def hang_one_write(pool: ThreadPoolExecutor, service: ServedApp, headers: dict):
     text = f"hung-{uuid.uuid4().hex}"
     busy_before = busy_worker_pids(service)
     future = pool.submit(
-        timed_request,
-        "POST",
+        send,
         service.url,
+        "POST",
         "/api/me/thoughts/",
         json={"text": text},
         headers=headers,
@@ -674,20 +413,6 @@ def test_request_past_harakiri_is_ended_and_the_worker_recycled(tmp_path, public
 
 
 # --- (d) the SQLite file is not writable, or the disk is full ---------------------------
-
-
-@contextlib.contextmanager
-def tmpfs(directory: Path, size: str, read_only: bool = False):
-    """A small filesystem of its own: real ENOSPC when full, real EROFS when read-only."""
-    if os.geteuid() != 0:
-        cannot_run("mounting a tmpfs needs root", required=postgresql_required())
-    directory.mkdir(exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], check=True)
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "--lazy", str(directory)], check=False)
 
 
 @contextlib.contextmanager

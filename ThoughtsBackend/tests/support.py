@@ -1,0 +1,106 @@
+"""Helpers of the tests (pytest advises conftest.py for fixtures and hooks only): where the
+test PostgreSQL is, whether a missing tool fails or skips, waiting for a condition, a public
+key's PEM, an app with its schema and the schema dropped again.
+
+    from .support import cannot_run, wait_for        # in a module of tests/
+    from ..support import cannot_run, wait_for       # in a module of tests/system/
+"""
+
+import contextlib
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+
+from thoughts_backend.app import create_app
+from thoughts_backend.db import db
+from thoughts_backend.schema import upgrade_schema
+
+POSTGRES_TEST_URL = os.environ.get("POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def postgresql_required() -> bool:
+    """In CI a missing PostgreSQL is a failure; on a laptop its tests skip."""
+    return os.environ.get("REQUIRE_POSTGRESQL", "") == "1" or in_ci()
+
+
+def cannot_run(reason: str, required: bool | None = None):
+    """A test whose tool or service is missing: a failure where it must run (CI, by
+    default), a skip with the reason on a developer's machine."""
+    if in_ci() if required is None else required:
+        pytest.fail(f"{reason} (required here, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.05, details=None):
+    """Poll `condition` until it returns a true value, and return it; fail saying `what` did not
+    happen within `timeout`, followed by `details()` (a log, the last answers) if given: it is
+    read when the wait fails, not when it starts. The one wait of the tests and their helpers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)  # the polling interval of a condition, not a guess at a duration
+    pytest.fail(f"{what} within {timeout} s" + (f":\n{details()}" if details else ""))
+
+
+def pem_public(private_key) -> str:
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+@contextlib.contextmanager
+def app_with_schema(overrides: dict):
+    """An app with its database migrated to head; emptied, and its connections closed, afterwards."""
+    app = create_app(overrides)
+    with app.app_context():
+        upgrade_schema(db.engine)
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            drop_schema(db.engine)
+            db.engine.dispose()
+
+
+# Everything the migrations (or a test's own earlier database) may have made.
+SCHEMA_TABLES = ("thought_text_trigram", "thought", "thought_model", "thought_total", "alembic_version")
+
+
+def drop_schema(engine: sa.Engine) -> None:
+    """Leave the database empty, as the next test expects the shared PostgreSQL one, whatever
+    state a test left it in (a plain DROP: quicker than a downgrade, and it cannot fail on a
+    half-made schema; downgrades have tests of their own in test_migrations.py)."""
+    with engine.begin() as connection:
+        cascade = " CASCADE" if connection.dialect.name == "postgresql" else ""
+        for table in SCHEMA_TABLES:
+            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}{cascade}")
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("DROP FUNCTION IF EXISTS thought_total_update()")
+
+
+# The repository's benchmarks/ (not in the image: tests that use it are marked host).
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def benchmark_module(name: str):
+    """benchmarks/<name>.py, imported from the checkout."""
+    assert BENCHMARKS.is_dir(), f"{BENCHMARKS} is not here: these tests need the repository's benchmarks/"
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
