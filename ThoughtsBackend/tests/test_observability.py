@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -250,6 +251,30 @@ def test_library_warnings_are_json_too(app, capsys):
         "disk nearly full",
     )
     assert "request_id" not in record
+
+
+def test_what_the_start_logs_is_json_on_standard_output_too(tmp_path):
+    """In a new process, as uWSGI's master starts: the token keys' warning about an identity
+    provider that does not answer yet is a JSON record on standard output like any other."""
+    with socket.socket() as unused:  # a port that nothing listens on: the fetch is refused
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    settings = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "JWKS_URL": f"{url}/jwks",
+        "TOKEN_ISSUER": url,
+        "TOKEN_AUDIENCE": "api",
+    }
+    program = f"from thoughts_backend.app import create_app; create_app({settings!r})"
+    started = subprocess.run(
+        [sys.executable, "-c", program], cwd=CODE_DIR, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert started.stderr == ""
+    records = [json.loads(line) for line in started.stdout.splitlines()]
+    assert [(record["logger"], record["level"]) for record in records] == [
+        ("thoughts_backend.token_keys", "WARNING")
+    ], records
+    assert "token keys not refreshed" in records[0]["message"]
 
 
 def test_building_apps_again_keeps_one_log_handler(app_overrides, capsys):

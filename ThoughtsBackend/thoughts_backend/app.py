@@ -29,15 +29,16 @@ def create_app(overrides: Mapping | None = None) -> Flask:
     app.request_class = JsonRequest
     app.config.update(flask_config(gather_settings(os.environ, overrides)))
     app.json.sort_keys = False
+
+    # Observability first: its JSON logging must be in place for what the start logs (the
+    # token keys below). And the order of the request hooks: Flask runs before_request hooks
+    # in the order they were added, after_request hooks in the reverse order, so that
+    # observability times, logs and counts every request, those the request limits refuse
+    # too, its after_request hook running last, once the limits have read a refused body.
+    observability.init_app(app)
     # Keys from a JWK Set URL are fetched now, before uWSGI forks the workers from this
     # process; an identity provider that does not answer yet leaves /readyz at 503.
     app.config["TOKEN_KEYS"].load()
-
-    # The order of the request hooks: Flask runs before_request hooks in the order they were
-    # added, and after_request hooks in the reverse order. Observability comes first, so
-    # that it times, logs and counts every request, those the request limits refuse too;
-    # its after_request hook then runs last, once the limits have read a refused body.
-    observability.init_app(app)
     request_limits.init_app(app)
     db.init_app(app)
 

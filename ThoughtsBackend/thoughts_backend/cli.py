@@ -4,7 +4,7 @@
     python -m thoughts_backend create-token alice [--admin]
 
 Both also run as `flask generate-keys` / `flask create-token` once the app can start
-(cli.init_app adds them, and `flask db ...` outside uWSGI).
+(cli.init_app adds them to the app's commands).
 """
 
 import sys

@@ -10,6 +10,8 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
 
+from .config import SQLITE_SYNCHRONOUS_MODES
+
 
 class Base(DeclarativeBase):
     pass
@@ -65,8 +67,8 @@ def configure_sqlite(engine: sa.Engine, busy_timeout_ms: int, synchronous: str =
     NORMAL only at checkpoints: no commit is lost when a process dies, but the last ones
     may be on a power loss or a host crash.
     """
-    if not synchronous.isalpha():  # it goes into a PRAGMA as text: one word (config.py checks which)
-        raise ValueError(f"synchronous must be a mode's name, such as FULL, not {synchronous!r}")
+    if synchronous not in SQLITE_SYNCHRONOUS_MODES:  # it goes into a PRAGMA as text
+        raise ValueError(f"synchronous must be one of {SQLITE_SYNCHRONOUS_MODES}, not {synchronous!r}")
     if engine.dialect.name != "sqlite":
         return
 

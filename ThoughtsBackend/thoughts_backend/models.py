@@ -12,6 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import db
+
+# A thought stores the user name its writer's token carries: the tokens' rules say how long
+# one may be, and the column is as wide.
 from .token_validation import MAX_USERNAME_LENGTH
 
 MAX_TEXT_LENGTH = 250

@@ -34,16 +34,43 @@ LARGEST_ID = 2**31 - 1
 TOTAL_COUNT_HEADER = "X-Total-Count"
 
 
-# How the API spec describes a column of each type (the most specific type first).
-API_FIELDS = ((UTCDateTime, fields.DateTime), (Integer, fields.Integer), (String, fields.String))
+# A timestamp as Thought.to_dict writes it (datetime.isoformat() in UTC: no fraction when
+# the microseconds are zero), computed by the database. SQLAlchemy stores SQLite timestamps
+# as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC; '.000000' can only be a fraction there.
+ISO_TIMESTAMP_SQL = {
+    "sqlite": "replace(replace({column}, ' ', 'T'), '.000000', '') || '+00:00'",
+    "postgresql": (
+        "replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '')"
+        " || '+00:00'"
+    ),
+}
+
+
+# What the API makes of a column of each type (the most specific type first): the spec's
+# field, and the SQL that writes the column's value as Thought.to_dict shows it
+# (models.shown_value), per database, or None where the value is shown as it is.
+SHOWN_TYPES = (
+    (UTCDateTime, fields.DateTime, ISO_TIMESTAMP_SQL),
+    (Integer, fields.Integer, None),
+    (String, fields.String, None),
+)
+
+
+def shown_type(column) -> tuple[type[fields.Raw], dict | None]:
+    """The spec's field type and the SQL (or None) for a column of Thought."""
+    for column_type, field, sql in SHOWN_TYPES:
+        if isinstance(column.type, column_type):
+            return field, sql
+    raise TypeError(
+        f"The API cannot show column {column.key} ({column.type}): add its type to SHOWN_TYPES, "
+        "and its Python form to models.shown_value"
+    )
 
 
 def api_field(column) -> fields.Raw:
     """The spec's field for a column of Thought, described by the column's `doc`."""
-    for column_type, field in API_FIELDS:
-        if isinstance(column.type, column_type):
-            return field(required=not column.nullable, description=column.doc)
-    raise TypeError(f"No API field for column {column.key} ({column.type}): add its type to API_FIELDS")
+    field, _sql = shown_type(column)
+    return field(required=not column.nullable, description=column.doc)
 
 
 def thought_model(namespace: Namespace):
@@ -70,29 +97,12 @@ def page_parser() -> reqparse.RequestParser:
     return parser
 
 
-# A timestamp as Thought.to_dict writes it (datetime.isoformat() in UTC: no fraction when
-# the microseconds are zero), computed by the database. SQLAlchemy stores SQLite timestamps
-# as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC; '.000000' can only be a fraction there.
-ISO_TIMESTAMP_SQL = {
-    "sqlite": "replace(replace({column}, ' ', 'T'), '.000000', '') || '+00:00'",
-    "postgresql": (
-        "replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '')"
-        " || '+00:00'"
-    ),
-}
-
-
 def shown_column(column, dialect: str):
-    """A column of Thought as to_dict shows it (models.shown_value), computed by the database."""
-    if isinstance(column.type, UTCDateTime):
-        return literal_column(
-            ISO_TIMESTAMP_SQL[dialect].format(column=f"{column.table.name}.{column.name}")
-        ).label(column.key)
-    if isinstance(column.type, Integer | String):
+    """A column of Thought as to_dict shows it, computed by the database."""
+    _field, sql = shown_type(column)
+    if sql is None:
         return column
-    raise TypeError(
-        f"No JSON form for column {column.key} ({column.type}): teach shown_column and shown_value"
-    )
+    return literal_column(sql[dialect].format(column=f"{column.table.name}.{column.name}")).label(column.key)
 
 
 def shown_columns(dialect: str) -> list:
