@@ -1,4 +1,5 @@
-"""The README's commands, run as written: `make run`, `make token`, and every curl example."""
+"""The README's commands, run as written: `make run`, `make token`, and every curl example; and
+its table of where things are, against the package's modules."""
 
 import contextlib
 import json
@@ -135,3 +136,16 @@ def test_two_make_runs_on_other_ports_serve_side_by_side(tmp_path):
             assert second_log.read_text().splitlines()[-1].endswith("status 0")
         with urllib.request.urlopen(f"http://127.0.0.1:{first_port}/readyz", timeout=10) as response:
             assert response.status == 200
+
+
+def test_where_things_are_names_every_module_of_the_package():
+    """The README's table of concepts names each module of thoughts_backend/, and only those."""
+    section = README.read_text().split("\n## Where things are\n", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([a-z_]+\.py)`", section))
+    package = REPO / "ThoughtsBackend" / "thoughts_backend"
+    modules = {path.name for path in package.glob("*.py")} - {"__init__.py", "__main__.py"}
+    assert named >= modules, f"not in the README's table: {sorted(modules - named)}"
+    tests = {"support.py", "load.py", "conftest.py"}
+    assert named - modules <= tests, (
+        f"named in the README, not in the package: {sorted(named - modules - tests)}"
+    )
