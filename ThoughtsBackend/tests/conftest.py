@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from thoughts_backend.token_validation import encode_token
 
-from .support import POSTGRES_TEST_URL, app_with_schema, cannot_run, pem_public, postgresql_required
+from .databases import app_with_schema
+from .support import POSTGRES_TEST_URL, cannot_run, pem_public, postgresql_required
 
 # docker-compose's test-sqlite and test-postgresql run the suite inside the image (its
 # test-image stage: the runtime requirements, requirements-test.txt and ThoughtsBackend/),

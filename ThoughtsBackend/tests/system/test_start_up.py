@@ -20,7 +20,8 @@ import sqlalchemy as sa
 
 from thoughts_backend.schema import SCHEMA_LOCK_KEY, stored_revision
 
-from ..support import drop_schema, wait_for
+from ..databases import drop_schema
+from ..support import wait_for
 from ..uwsgi_process import CODE_DIR, ServedApp, free_port, is_alive
 
 
