@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from thoughts_backend.token_validation import encode_token
 
-from .support import POSTGRES_TEST_URL, app_with_schema, cannot_run, pem_public, postgresql_required
+from .databases import app_with_schema
+from .pgbouncer import PgBouncer
+from .support import POSTGRES_TEST_URL, cannot_run, pem_public, postgresql_required
 
 # docker-compose's test-sqlite and test-postgresql run the suite inside the image (its
 # test-image stage: the runtime requirements, requirements-test.txt and ThoughtsBackend/),
@@ -82,8 +84,6 @@ def postgresql_server_url():
 def pgbouncer_server_url(postgresql_server_url):
     """The test database through Debian's PgBouncer in transaction mode, with a pool of 2
     server connections (tests/pgbouncer.py), for the run."""
-    from .pgbouncer import PgBouncer
-
     server = sa.make_url(POSTGRES_TEST_URL)
     with PgBouncer.create(server.host or "127.0.0.1", server.port or 5432, pool_size=2) as bouncer:
         yield bouncer.url_for(postgresql_server_url)

@@ -1,12 +1,13 @@
 """Helpers of the tests (pytest advises conftest.py for fixtures and hooks only): where the
 test PostgreSQL is, whether a missing tool fails or skips, waiting for a condition, a public
-key's PEM, an app with its schema and the schema dropped again.
+key's PEM, the repository's benchmarks/. Light on purpose: uwsgi_process.py imports it, and
+benchmarks/servers.py imports that outside pytest, so neither the app nor SQLAlchemy is
+loaded here (an app with its schema is in databases.py).
 
     from .support import cannot_run, wait_for        # in a module of tests/
     from ..support import cannot_run, wait_for       # in a module of tests/system/
 """
 
-import contextlib
 import importlib
 import os
 import sys
@@ -14,12 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
-
-from thoughts_backend.app import create_app
-from thoughts_backend.db import db
-from thoughts_backend.schema import upgrade_schema
 
 POSTGRES_TEST_URL = os.environ.get("POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -60,36 +56,6 @@ def pem_public(private_key) -> str:
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-
-
-@contextlib.contextmanager
-def app_with_schema(overrides: dict):
-    """An app with its database migrated to head; emptied, and its connections closed, afterwards."""
-    app = create_app(overrides)
-    with app.app_context():
-        upgrade_schema(db.engine)
-    try:
-        yield app
-    finally:
-        with app.app_context():
-            drop_schema(db.engine)
-            db.engine.dispose()
-
-
-# Everything the migrations (or a test's own earlier database) may have made.
-SCHEMA_TABLES = ("thought_text_trigram", "thought", "thought_model", "thought_total", "alembic_version")
-
-
-def drop_schema(engine: sa.Engine) -> None:
-    """Leave the database empty, as the next test expects the shared PostgreSQL one, whatever
-    state a test left it in (a plain DROP: quicker than a downgrade, and it cannot fail on a
-    half-made schema; downgrades have tests of their own in test_migrations.py)."""
-    with engine.begin() as connection:
-        cascade = " CASCADE" if connection.dialect.name == "postgresql" else ""
-        for table in SCHEMA_TABLES:
-            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}{cascade}")
-        if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql("DROP FUNCTION IF EXISTS thought_total_update()")
 
 
 # The repository's benchmarks/ (not in the image: tests that use it are marked host).

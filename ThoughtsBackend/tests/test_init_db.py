@@ -7,7 +7,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from .support import drop_schema
+from .databases import drop_schema
 
 CODE_DIR = os.path.dirname(os.path.dirname(__file__))
 

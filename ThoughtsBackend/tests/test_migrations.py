@@ -34,7 +34,8 @@ from thoughts_backend.schema import (
 )
 from thoughts_backend.search import SEARCH_INDEX_NAME, SQLITE_SEARCH_TRIGGERS
 
-from .support import drop_schema, wait_for
+from .databases import drop_schema
+from .support import wait_for
 
 CODE_DIR = Path(__file__).resolve().parents[1]
 RELEASE_BEFORE_MIGRATIONS = Path(__file__).parent / "data" / "release_before_migrations.{}.sql"

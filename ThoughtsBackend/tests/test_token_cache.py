@@ -15,6 +15,8 @@ from thoughts_backend.token_validation import (
     encode_token,
 )
 
+from .support import wait_for
+
 
 @pytest.fixture
 def public_key(private_key):
@@ -43,8 +45,7 @@ def test_a_cached_token_is_refused_once_it_expires(private_key, public_key, cach
     assert decode_token(token, public_key, cache=cache).username == "alice"
     assert len(cache) == 1
     # Wait for the real clock to pass exp: PyJWT, behind the cache, reads it too.
-    while time.time() < expires_at:
-        time.sleep(0.05)
+    wait_for(lambda: time.time() >= expires_at, timeout=5, what="the real clock reaching the token's exp")
     with pytest.raises(TokenError, match="expired"):
         decode_token(token, public_key, cache=cache)
     assert len(cache) == 0

@@ -12,7 +12,7 @@ from thoughts_backend.token_validation import (
     validate_authorization_header,
 )
 
-from .support import app_with_schema
+from .databases import app_with_schema
 from .tokens import attack_tokens
 
 

@@ -7,8 +7,6 @@ tests skip on a laptop and fail in CI.
 """
 
 import contextlib
-import http.client
-import json
 import os
 import shutil
 import subprocess
@@ -98,34 +96,6 @@ def proxy_ca_certificate() -> str:
     if os.environ.get("EXTRA_CA_CERT_FILE"):
         return Path(os.environ["EXTRA_CA_CERT_FILE"]).read_text()
     return "".join(path.read_text() for path in sorted(LOCAL_CA_DIR.glob("*.crt")))
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    headers: http.client.HTTPMessage
-
-    def json(self):
-        return json.loads(self.body)
-
-
-def request(
-    port: int, method: str, path: str, body=None, token: str | None = None, timeout: float = 10
-) -> Response:
-    """One request on its own connection, read to the end (IncompleteRead if it is cut short)."""
-    headers = {"Connection": "close"}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
-        response = connection.getresponse()
-        return Response(response.status, response.read(), response.headers)
-    finally:
-        connection.close()
 
 
 @dataclass

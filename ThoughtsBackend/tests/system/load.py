@@ -10,14 +10,16 @@ served app, each on a connection of its own, and what each request got.
     load.snapshot()                          # every Outcome, in the order they ended
 
 A thread stops at the end of the `with` block, after `cap` requests, after `seconds`, or
-after an outcome for which `stop_when` is true. A request maker returns (method, path,
-kwargs) with kwargs among json=, headers=, params= and label= (a name the outcome keeps).
+after an outcome for which `stop_when` is true; `load.wait()` waits until they have ended so.
+A request maker returns (method, path, kwargs) with kwargs among json=, headers=, params=
+and label= (a name the outcome keeps). `send` is one such request, alone.
 A connection per request: uWSGI's HTTP router (without http-keepalive) closes each one
 after its answer, and a new connection is what spreads the load over instances.
 """
 
+import functools
 import http.client
-import json
+import json as jsonlib  # send's json= (requests' name for a JSON body) would shadow `json`
 import threading
 import time
 import urllib.parse
@@ -55,10 +57,12 @@ class Outcome:
     def failed(self) -> bool:
         return self.status is None or self.status >= 400
 
-    @property
+    @functools.cached_property
     def json_body(self):
+        """The body parsed as JSON (None if it is not JSON), parsed once: waits poll it. Read it
+        once the outcome is complete (send returns it so, and Load keeps only those)."""
         try:
-            return json.loads(self.body)
+            return jsonlib.loads(self.body)
         except ValueError:
             return None
 
@@ -85,7 +89,7 @@ def send(
     request_headers = {"Connection": "close", **(headers or {})}
     body = None
     if json is not None:
-        body = _json_dumps(json)
+        body = jsonlib.dumps(json)
         request_headers["Content-Type"] = "application/json"
     sent_text = json.get("text") if isinstance(json, dict) else None
     outcome = Outcome(method, path, time.monotonic(), sent_text=sent_text, label=label)
@@ -115,10 +119,6 @@ def send(
         connection.close()
         outcome.finished = time.monotonic()
     return outcome
-
-
-def _json_dumps(value) -> str:
-    return json.dumps(value)
 
 
 def _described(error: BaseException) -> str:
@@ -184,6 +184,14 @@ class Load:
         for thread in self.threads:
             thread.start()
         return self
+
+    def wait(self) -> None:
+        """Until every thread has ended by itself: after `cap` requests, `seconds`, or an
+        outcome for which `stop_when` is true (one of them must bound it)."""
+        if self.cap is None and self.seconds is None and self.stop_when is None:
+            raise ValueError("nothing ends these threads but stop(): wait() would never return")
+        for thread in self.threads:
+            thread.join()
 
     def stop(self) -> None:
         self.stopping.set()

@@ -143,7 +143,7 @@ def ordinary_requests(port: int, token: str, seconds: float, timeout: float = 5)
 
     load = Load(f"http://127.0.0.1:{port}", [alternate], cap=None, seconds=seconds, timeout=timeout)
     with load:
-        load.threads[0].join()  # it ends by itself, after `seconds`
+        load.wait()  # it ends by itself, after `seconds`
     results = OrdinaryResults()
     for outcome in load.snapshot():
         status = str(outcome.status) if outcome.status is not None else (outcome.error or "").split(":")[0]

@@ -35,10 +35,10 @@ from .docker_support import (
     debian_base,
     docker,
     proxy_ca_certificate,
-    request,
     running_daemon,
     stop_under_load,
 )
+from .load import send
 
 pytestmark = pytest.mark.compose
 
@@ -47,6 +47,7 @@ PROJECT = "thoughts-compose-test"
 DB_STANDIN = "thoughts-backend/postgres-standin:17"
 APP_DOCKERFILE = "docker/app/Dockerfile.debian"
 PORT = 8000  # the README's
+URL = f"http://127.0.0.1:{PORT}"
 ARTIFACT = Path(os.environ.get("TEST_ARTIFACT_DIR", REPO_ROOT / "test-artifacts")) / "compose.json"
 
 # The suite inside the image takes minutes on 2 shared cores; nothing else should.
@@ -216,10 +217,10 @@ def test_the_readme_docker_compose_section_runs_as_written(compose):
             assert "Kept in the db-data volume" in texts, listed
             outcome = f"{len(listed)} thoughts listed (the first page)"
             if ups == 2:
-                rows_after_up = int(request(PORT, "GET", "/api/thoughts/?limit=1").headers["X-Total-Count"])
-                missing = [
-                    i for i in acknowledged if request(PORT, "GET", f"/api/thoughts/{i}/").status != 200
-                ]
+                first_page = send(URL, "GET", "/api/thoughts/?limit=1")
+                assert first_page.status == 200, first_page
+                rows_after_up = int(first_page.headers["x-total-count"])
+                missing = [i for i in acknowledged if send(URL, "GET", f"/api/thoughts/{i}/").status != 200]
                 outcome = {"listed": len(listed), "rows after down and up": rows_after_up}
                 assert rows_after_up == rows_before_down and not missing, (
                     f"{rows_before_down} rows before down, {rows_after_up} after up; missing: {missing[:10]}"

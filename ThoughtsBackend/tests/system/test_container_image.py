@@ -29,10 +29,10 @@ from .docker_support import (
     debian_base,
     docker,
     proxy_ca_certificate,
-    request,
     running_daemon,
     stop_under_load,
 )
+from .load import send
 
 pytestmark = pytest.mark.container
 
@@ -79,6 +79,7 @@ class Container:
     def __init__(self, image: str):
         self.name = f"thoughts-test-{uuid.uuid4().hex[:10]}"
         self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         # A short health interval, so the image's own HEALTHCHECK is seen to pass.
         docker(
             "run", "--detach", "--name", self.name, "--publish", f"127.0.0.1:{self.port}:8000",
@@ -93,10 +94,7 @@ class Container:
         return result.stdout + result.stderr
 
     def answers(self) -> bool:
-        try:
-            return request(self.port, "GET", "/healthz", timeout=2).status == 200
-        except OSError:
-            return False
+        return send(self.url, "GET", "/healthz", timeout=2).status == 200
 
     def wait_until_serving(self):
         def serving_or_exited():
@@ -171,19 +169,25 @@ def test_served_api_with_a_token_from_the_cli(container):
         details=container.logs,
     )
 
-    listing = request(container.port, "GET", "/api/thoughts/")
-    assert listing.status == 200 and listing.json() == []
-    version = request(container.port, "GET", "/version")
-    assert version.json()["version"] == "container-test"
+    listing = send(container.url, "GET", "/api/thoughts/")
+    assert listing.status == 200 and listing.json_body == [], listing
+    version = send(container.url, "GET", "/version")
+    assert version.json_body["version"] == "container-test", version
 
     token = container.token("alice")
-    created = request(container.port, "POST", "/api/me/thoughts/", {"text": "Hello from a container"}, token)
-    assert created.status == 201, created.body
-    assert created.json()["username"] == "alice"
+    created = send(
+        container.url,
+        "POST",
+        "/api/me/thoughts/",
+        json={"text": "Hello from a container"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert created.status == 201, created
+    assert created.json_body["username"] == "alice"
 
-    listing = request(container.port, "GET", "/api/thoughts/")
-    assert [thought["text"] for thought in listing.json()] == ["Hello from a container"]
-    assert request(container.port, "POST", "/api/me/thoughts/", {"text": "no token"}).status == 401
+    listing = send(container.url, "GET", "/api/thoughts/")
+    assert [thought["text"] for thought in listing.json_body] == ["Hello from a container"], listing
+    assert send(container.url, "POST", "/api/me/thoughts/", json={"text": "no token"}).status == 401
 
 
 def test_docker_stop_under_load_loses_no_request(container):
@@ -213,7 +217,7 @@ def test_docker_stop_under_load_loses_no_request(container):
     missing = [
         thought_id
         for thought_id in acknowledged
-        if request(container.port, "GET", f"/api/thoughts/{thought_id}/").status != 200
+        if send(container.url, "GET", f"/api/thoughts/{thought_id}/").status != 200
     ]
     assert not missing, (
         f"{len(missing)} of {len(acknowledged)} acknowledged thoughts are gone: {missing[:10]}"

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 
 from thoughts_backend.token_validation import encode_token
 
-from ..support import drop_schema, wait_for
+from ..databases import drop_schema
+from ..support import wait_for
 from .faults import (
     Load,
     served,

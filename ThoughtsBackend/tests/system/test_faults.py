@@ -29,8 +29,9 @@ from thoughts_backend.db import db
 from thoughts_backend.schema import upgrade_schema
 from thoughts_backend.token_validation import encode_token
 
+from ..databases import app_with_schema
 from ..postgres_instance import IsolatedLink, PostgresInstance
-from ..support import POSTGRES_TEST_URL, app_with_schema, wait_for
+from ..support import POSTGRES_TEST_URL, wait_for
 from ..uwsgi_process import ServedApp
 from .faults import (
     OUTAGE_ANSWER_SECONDS,

@@ -17,8 +17,9 @@ from thoughts_backend import postgresql_timeouts
 from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token
 
+from ..databases import app_with_schema
 from ..postgres_instance import PostgresInstance
-from ..support import app_with_schema, wait_for
+from ..support import wait_for
 from .faults import (
     assert_each_answered_503_within,
     database_fault_under_load,

@@ -103,11 +103,23 @@ def stop_under_load(app: ServedApp, stop) -> dict:
     uwsgi_pids = app.uwsgi_pids()
     assert len(uwsgi_pids) == WORKERS + 3, f"master, {WORKERS} workers and the two routers: {uwsgi_pids}"
     with page_readers(app) as clients:
+
+        def answered(attempt: Outcome) -> bool:
+            return outcome_of(attempt) == "answered"
+
+        def so_far() -> str:
+            attempts = clients.snapshot()
+            kinds: dict[str, int] = {}
+            for attempt in attempts:
+                kinds[outcome_of(attempt)] = kinds.get(outcome_of(attempt), 0) + 1
+            return f"only {sum(map(answered, attempts))} answers so far, of {len(attempts)} requests: {kinds}"
+
         wait_for(
-            lambda: clients.count(lambda a: outcome_of(a) == "answered") >= 5 * CLIENTS,
+            lambda: clients.count(answered) >= 5 * CLIENTS,
             60,
             f"{5 * CLIENTS} answers",
             interval=0.01,
+            details=so_far,
         )
         signalled_at = time.monotonic()
         stop(app)

@@ -18,7 +18,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import urllib.parse
 
@@ -31,6 +30,7 @@ from thoughts_backend.token_keys import MIN_FETCH_INTERVAL_SECONDS
 from ..identity_support import new_key
 from ..support import cannot_run, wait_for
 from ..uwsgi_process import CODE_DIR, ServedApp, free_port
+from .load import Load
 
 pytestmark = pytest.mark.idp
 
@@ -275,32 +275,25 @@ def test_an_expired_provider_token_is_refused(service, idp):
     assert_refused(call(service, token), "expired")
 
 
-class Load:
-    """Clients calling GET /api/me/thoughts/ with `token` (changed as they run) until stopped."""
+class TokenLoad(Load):
+    """Clients (load.Load's threads) calling GET /api/me/thoughts/ with `token` (changed as
+    they run) until the `with` block ends."""
 
     def __init__(self, service, token: str, clients: int = 3):
-        self.service, self.token = service, token
-        self.statuses: dict[int, int] = {}
-        self.failures: list[str] = []
-        self.running = True
-        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
+        self.token = token
+        super().__init__(service.url, [self._request] * clients, cap=None, timeout=TIMEOUT)
 
-    def _run(self):
-        while self.running:
-            response = call(self.service, self.token)
-            self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
-            if response.status_code != 200:
-                self.failures.append(f"{response.status_code} {response.text}")
+    def _request(self, _n, _previous):
+        return "GET", "/api/me/thoughts/", {"headers": {"Authorization": f"Bearer {self.token}"}}
 
-    def __enter__(self) -> "Load":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.running = False
-        for thread in self.threads:
-            thread.join()
+    @property
+    def failures(self) -> list[str]:
+        """Every request not answered 200: its status (or what happened instead) and body."""
+        return [
+            f"{o.status or o.error} {o.body.decode(errors='replace')}"
+            for o in self.snapshot()
+            if o.status != 200
+        ]
 
 
 def accepted_after(service, token: str, timeout: float) -> float:
@@ -316,7 +309,7 @@ def test_key_rotation_under_load_fails_no_request(service, idp, signing_key):
     """Publish, then sign with the new key, then withdraw the old one, all under load."""
     old, new = private_jwk(signing_key, "key-1"), private_jwk(new_key(), "key-2")
     old_token = idp.token()
-    with Load(service, old_token) as load:
+    with TokenLoad(service, old_token) as load:
         started = time.monotonic()
         idp.publish([old, new])  # the new key is published; the old one still signs
         # As an IdP does it (days ahead, usually): the new key is out before it signs, here by
@@ -338,7 +331,7 @@ def test_key_rotation_under_load_fails_no_request(service, idp, signing_key):
         )
         withdrawn_seconds = time.monotonic() - withdrawn
         total = time.monotonic() - started
-    requests_made = sum(load.statuses.values())
+    requests_made = len(load.snapshot())
     print(
         f"\nrotation: {requests_made} requests in {total:.1f} s, {len(load.failures)} failed; the new key's first "
         f"token accepted after {new_key_seconds:.2f} s; the withdrawn key's token refused after {withdrawn_seconds:.1f} s "
@@ -361,25 +354,25 @@ def test_a_key_that_signs_as_soon_as_it_is_published_is_accepted_within_the_fetc
 
 def test_a_flood_of_random_kids_causes_bounded_fetches(service, idp):
     before = idp.jwks_fetches()
-    statuses: dict[int, int] = {}
     _header, payload, signature = forged(new_key(), "random", idp.issuer).split(".")
-    lock = threading.Lock()
 
-    def flood():
-        for _ in range(250):
-            # A new kid each time: the header is re-written, the signature no longer matters.
-            header = b64(json.dumps({"alg": "RS256", "typ": "at+jwt", "kid": secrets.token_hex(8)}).encode())
-            status = call(service, f"{header}.{payload}.{signature}").status_code
-            with lock:
-                statuses[status] = statuses.get(status, 0) + 1
+    def flood(_n, _previous):
+        # A new kid each time: the header is re-written, the signature no longer matters.
+        header = b64(json.dumps({"alg": "RS256", "typ": "at+jwt", "kid": secrets.token_hex(8)}).encode())
+        return (
+            "GET",
+            "/api/me/thoughts/",
+            {"headers": {"Authorization": f"Bearer {header}.{payload}.{signature}"}},
+        )
 
     started = time.monotonic()
-    threads = [threading.Thread(target=flood) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with Load(service.url, [flood] * 4, cap=250, timeout=TIMEOUT) as load:
+        load.wait()
     seconds = time.monotonic() - started
+    statuses: dict[int | str, int] = {}
+    for outcome in load.snapshot():  # what happened instead of a status, if anything did
+        status = outcome.status if outcome.status is not None else (outcome.error or outcome.kind)
+        statuses[status] = statuses.get(status, 0) + 1
     fetches = idp.jwks_fetches() - before
     bound = WORKERS * (math.ceil(seconds / MIN_FETCH_INTERVAL_SECONDS) + 1)
     print(

@@ -2,9 +2,10 @@
 
 uWSGI's fastrouter (uwsgi.ini) receives a body with a Content-Length whole before a worker
 sees it; the app answers 413 from the head, then reads and drops the rest from the router
-at the speed of a local socket (errors.MAX_DISCARDED_BODY_BYTES, MAX_DISCARD_SECONDS), so
-that the router can pass the answer on. Before, the worker stopped reading after 1 MiB and
-closed: a client sending a few MiB saw "connection reset" instead of the 413.
+at the speed of a local socket (request_limits.MAX_DISCARDED_BODY_BYTES,
+MAX_DISCARD_SECONDS), so that the router can pass the answer on. Before, the worker stopped
+reading after 1 MiB and closed: a client sending a few MiB saw "connection reset" instead
+of the 413.
 
 Standard library only (http.client sends the whole body, then reads the answer, as
 requests and curl do): the image runs this module too.

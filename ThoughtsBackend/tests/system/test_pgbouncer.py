@@ -24,9 +24,9 @@ from thoughts_backend.config import ConfigError, flask_config, gather_settings
 from thoughts_backend.db import db
 from thoughts_backend.token_validation import encode_token
 
+from ..databases import app_with_schema
 from ..pgbouncer import PgBouncer
 from ..postgres_instance import PostgresInstance
-from ..support import app_with_schema
 from .faults import (
     OUTAGE_ANSWER_SECONDS,
     REQUEST_TIMEOUT,

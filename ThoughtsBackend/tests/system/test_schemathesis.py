@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from thoughts_backend.token_validation import encode_token
 
-from ..support import drop_schema
+from ..databases import drop_schema
 from ..uwsgi_process import ServedApp
 
 # Minutes, not seconds: with the long fault tests in `make test-faults`, which CI runs too.

@@ -20,7 +20,8 @@ import sqlalchemy as sa
 
 from thoughts_backend.schema import SCHEMA_LOCK_KEY, stored_revision
 
-from ..support import drop_schema, wait_for
+from ..databases import drop_schema
+from ..support import wait_for
 from ..uwsgi_process import CODE_DIR, ServedApp, free_port, is_alive
 
 
@@ -312,8 +313,6 @@ def test_generate_keys_imports_no_web_or_database_library(tmp_path):
 
 
 def test_migrate_on_start_false_leaves_the_database_to_the_migration_step(tmp_path, public_key_file):
-    from ..uwsgi_process import ServedApp
-
     database = tmp_path / "db.sqlite3"
     environment = {"DATABASE_URL": f"sqlite:///{database}", "PUBLIC_KEY_FILE": str(public_key_file)}
     with ServedApp({**environment, "MIGRATE_ON_START": "false"}) as served:
