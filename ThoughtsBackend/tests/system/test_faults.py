@@ -168,8 +168,12 @@ def postgresql_app(postgresql_server_url, public_pem):
 
 
 def terminate_backend(backend_pid: int) -> None:
+    """End a server process and wait until it has exited (PostgreSQL 14's timeout argument,
+    in ms): a request sent sooner could still find its connection open, and lose a race the
+    test is not about (it did, once, against docker-compose's db on a busy machine)."""
     with psycopg.connect(POSTGRES_TEST_URL, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
+        ended = admin.execute("SELECT pg_terminate_backend(%s, 10000)", [backend_pid]).fetchone()[0]
+    assert ended, f"PostgreSQL backend {backend_pid} still running 10 s after pg_terminate_backend"
 
 
 @pytest.mark.postgresql
