@@ -5,7 +5,9 @@ import time
 import jwt
 import pytest
 
+from thoughts_backend.models import Thought
 from thoughts_backend.token_validation import (
+    MAX_USERNAME_LENGTH,
     TokenError,
     decode_token,
     encode_token,
@@ -143,3 +145,8 @@ def test_a_service_set_up_for_cognito_answers_by_client_id_over_http(app_overrid
     assert "client_id is not TOKEN_AUDIENCE" in answers["other client"].json["message"]
     assert "no 'client_id' claim" in answers["no client_id"].json["message"]
     assert "not an access token" in answers["id token"].json["message"]
+
+
+def test_the_longest_user_name_a_token_may_carry_fits_a_thought():
+    """token_validation refuses longer names (401): each one it lets through can be stored."""
+    assert Thought.username.type.length == MAX_USERNAME_LENGTH

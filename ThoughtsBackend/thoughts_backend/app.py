@@ -6,10 +6,9 @@ from collections.abc import Mapping
 from flask import Flask, Request
 from werkzeug.exceptions import BadRequest
 
-from . import cli, db, errors, observability, request_limits, schema
+from . import auth, cli, db, errors, observability, request_limits, schema
 from .admin_namespace import admin_namespace
 from .api_namespace import api_namespace
-from .auth import SWAGGER_AUTHORIZATIONS
 from .config import flask_config, gather_settings
 from .operations_namespace import operations_namespace
 
@@ -48,8 +47,8 @@ def create_app(overrides: Mapping | None = None) -> Flask:
         title="ThoughtsBackend API",
         description="A micro-blog of thoughts. Token routes take `Authorization: Bearer <RS256 JWT>`.",
         doc="/",
-        authorizations=SWAGGER_AUTHORIZATIONS,
     )
+    auth.init_app(api)
     api.add_namespace(api_namespace, path="/api")
     api.add_namespace(admin_namespace, path="/admin")
     api.add_namespace(operations_namespace, path="/")

@@ -1,6 +1,7 @@
 """Who is calling: the claims of the request's bearer token."""
 
 from flask import current_app, request
+from flask_restx import Api
 
 from .errors import BEARER_REALM, ApiError
 from .token_validation import Claims, validate_authorization_header
@@ -14,6 +15,11 @@ SWAGGER_AUTHORIZATIONS = {
         "description": "An RS256 token, written as: `Bearer <token>`",
     }
 }
+
+
+def init_app(api: Api) -> None:
+    """The spec declares the bearer scheme that the token routes name (BEARER_SECURITY)."""
+    api.authorizations = SWAGGER_AUTHORIZATIONS
 
 
 def caller_claims() -> Claims:

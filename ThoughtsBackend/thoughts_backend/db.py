@@ -10,8 +10,6 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
 
-from .config import SQLITE_SYNCHRONOUS_MODES
-
 
 class Base(DeclarativeBase):
     pass
@@ -67,8 +65,10 @@ def configure_sqlite(engine: sa.Engine, busy_timeout_ms: int, synchronous: str =
     NORMAL only at checkpoints: no commit is lost when a process dies, but the last ones
     may be on a power loss or a host crash.
     """
-    if synchronous not in SQLITE_SYNCHRONOUS_MODES:  # it goes into a PRAGMA as text
-        raise ValueError(f"synchronous must be one of {SQLITE_SYNCHRONOUS_MODES}, not {synchronous!r}")
+    # The mode goes into a PRAGMA as text: one word, nothing else. Which words a deployment
+    # may choose, config.py decides (SQLITE_SYNCHRONOUS_MODES); init_db.py takes the default.
+    if not synchronous.isalpha():
+        raise ValueError(f"synchronous must be one word, a mode such as FULL, not {synchronous!r}")
     if engine.dialect.name != "sqlite":
         return
 

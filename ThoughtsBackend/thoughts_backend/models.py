@@ -13,11 +13,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import db
 
-# A thought stores the user name its writer's token carries: the tokens' rules say how long
-# one may be, and the column is as wide.
-from .token_validation import MAX_USERNAME_LENGTH
-
 MAX_TEXT_LENGTH = 250
+# A thought stores the user name its writer's token carries: as long as the tokens' rules
+# let one be (token_validation.MAX_USERNAME_LENGTH; test_token_validation.py checks both agree).
+USERNAME_LENGTH = 50
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -58,7 +57,7 @@ class Thought(db.Model):
     __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (read once, by SQLAlchemy)
 
     id: Mapped[int] = mapped_column(primary_key=True, doc="The thought's id")
-    username: Mapped[str] = mapped_column(sa.String(MAX_USERNAME_LENGTH), index=True, doc="Who wrote it")
+    username: Mapped[str] = mapped_column(sa.String(USERNAME_LENGTH), index=True, doc="Who wrote it")
     text: Mapped[str] = mapped_column(sa.String(MAX_TEXT_LENGTH), doc="What they thought")
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, doc="When, ISO-8601 in UTC")
 
