@@ -54,7 +54,9 @@ def create_floor(floor: str) -> Flask:
         from thoughts_backend import observability
         from thoughts_backend.observability import ACCESS_LOGGER
 
-        observability.init_app(app)
+        # A tree from before 4a377f0 (compare.py, inprocess.py --code) names it init_observability.
+        init_observability = getattr(observability, "init_app", None) or observability.init_observability
+        init_observability(app)
         # The service's access records are at INFO, the level of its app's logger (named
         # thoughts_backend); this app's logger has another name.
         logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
