@@ -337,6 +337,10 @@ def replaced_then_reads(service: ServedApp, load: Load, workers_before: set[int]
         lambda: load.count(lambda o: o.started > replaced_at and o.status == 200) >= 20,
         20,
         "reads after the worker was replaced",
+        details=lambda: (
+            f"{load.count(lambda o: o.started > replaced_at)} requests after it, of {len(load.snapshot())}; "
+            f"load threads alive: {sum(thread.is_alive() for thread in load.threads)}"
+        ),
     )
     return replaced, replaced_at
 
