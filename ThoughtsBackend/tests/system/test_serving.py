@@ -2,10 +2,14 @@
 
 import http.client
 import json
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
+from ..support import wait_for
 from ..uwsgi_process import ServedApp
 
 WRITERS = 16
@@ -67,3 +71,30 @@ def test_responses_say_the_connection_closes(served_sqlite):
         assert response.getheader("Connection") == "close"
     finally:
         connection.close()
+
+
+def caught_signals(pid: int) -> set[int]:
+    """The signals process `pid` has a handler for (SigCgt in /proc/<pid>/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return {number for number in range(1, 65) if mask & (1 << (number - 1))}
+
+
+def test_workers_that_exit_together_are_respawned_at_their_exit(served_app):
+    """Workers that recycle in the same second (uwsgi.ini, worker recycling) are replaced at once.
+
+    uWSGI's master looks for dead workers when its event queue wakes it, at the latest once a
+    second, and a child's exit alone does not wake it: two workers gone together left no one
+    to serve for up to a second. The master catches SIGCHLD, so that their exit wakes it.
+    """
+    assert signal.SIGCHLD in caught_signals(served_app.master_pid), "the master does not catch SIGCHLD"
+    before = served_app.worker_pids()
+    for pid in before.values():
+        os.kill(pid, signal.SIGKILL)
+
+    def replaced() -> bool:
+        now = served_app.worker_pids()
+        return all(now[worker] not in (0, pid) for worker, pid in before.items())
+
+    wait_for(replaced, 30, "both workers respawned", details=lambda: served_app.output)
+    assert served_app.get("/api/thoughts/")[0] == 200
