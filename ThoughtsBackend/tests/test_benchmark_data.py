@@ -6,6 +6,7 @@ for real, is tested in system/test_benchmark_latency.py."""
 import importlib
 import importlib.util
 import json
+import struct
 
 import pytest
 import sqlalchemy as sa
@@ -109,3 +110,64 @@ def test_a_requests_extra_wait_over_sqlite_is_counted_in_round_trips(latency):
     # 11 ms over the link where SQLite takes 1 ms, with 2.5 ms round trips: four of them.
     assert latency.round_trips_beyond(11.0, 1.0, 2.5) == 4.0
     assert latency.round_trips_beyond(1.0, 1.0, 2.5) == 0.0
+
+
+def tcp_frame(source_port: int, destination_port: int, flags: int, payload: bytes = b"") -> bytes:
+    """An Ethernet frame holding an IPv4 TCP segment between two loopback ports."""
+    tcp = struct.pack(">HHIIBBHHH", source_port, destination_port, 0, 0, 5 << 4, flags, 65535, 0, 0) + payload
+    ip = struct.pack(
+        ">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])
+    )
+    return bytes(12) + b"\x08\x00" + ip + tcp
+
+
+def pcap(frames: list[tuple[float, bytes]]) -> bytes:
+    """A microsecond pcap file of Ethernet frames, as tcpdump -w writes one."""
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    for seconds, frame in frames:
+        whole = int(seconds)
+        out += struct.pack("<IIII", whole, round((seconds - whole) * 1e6), len(frame), len(frame)) + frame
+    return out
+
+
+def test_pauses_times_each_connection_from_its_request_to_its_answer(tmp_path):
+    """benchmarks/pauses.py: request to answer per connection, a reused client port counted again."""
+    pauses = benchmark_module("pauses")
+    server, syn, syn_ack, ack, push = 8000, 0x02, 0x12, 0x10, 0x18
+    frames = [
+        (100.000, tcp_frame(40000, server, syn)),
+        (100.0001, tcp_frame(server, 40000, syn_ack)),
+        (100.001, tcp_frame(40000, server, push, b"GET / HTTP/1.1\r\n\r\n")),
+        (100.0015, tcp_frame(server, 40000, ack)),
+        (100.003, tcp_frame(server, 40000, push, b"HTTP/1.1 200 OK\r\n\r\n")),
+        (100.500, tcp_frame(40001, server, syn)),
+        (100.501, tcp_frame(40001, server, push, b"GET / HTTP/1.1\r\n\r\n")),
+        (101.000, tcp_frame(40000, server, syn)),
+        (101.0005, tcp_frame(40000, server, push, b"GET / HTTP/1.1\r\n\r\n")),
+        (101.0015, tcp_frame(server, 40000, push, b"HTTP/1.1 200 OK\r\n\r\n")),
+        (101.256, tcp_frame(server, 40001, push, b"HTTP/1.1 200 OK\r\n\r\n")),
+        (101.300, tcp_frame(40002, server, syn)),  # never answered: not counted
+        (101.301, tcp_frame(40002, server, push, b"GET / HTTP/1.1\r\n\r\n")),
+    ]
+    capture = tmp_path / "capture.pcap"
+    capture.write_bytes(pcap(frames))
+
+    found = pauses.exchanges(pauses.segments(capture), server)
+
+    assert [(round(e.sent_at, 4), round(e.seconds * 1000, 1)) for e in found] == [
+        (100.001, 2.0),
+        (100.501, 755.0),
+        (101.0005, 1.0),
+    ]
+    text = pauses.report(found, slower_than=0.1)
+    assert "3 requests: p50 2.00 ms, p99 755.00 ms, max 755.00 ms" in text
+    assert "1 slower than 100 ms" in text
+    assert "sent 0.5 s into the capture: 1" in text
+
+
+def test_pauses_refuses_a_file_that_is_no_capture(tmp_path):
+    pauses = benchmark_module("pauses")
+    not_a_capture = tmp_path / "notes.txt"
+    not_a_capture.write_bytes(b"this is text, not a packet capture")
+    with pytest.raises(ValueError, match="not a little-endian pcap"):
+        list(pauses.segments(not_a_capture))
