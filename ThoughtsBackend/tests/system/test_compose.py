@@ -35,7 +35,6 @@ from .docker_support import (
     debian_base,
     docker,
     proxy_ca_certificate,
-    running_daemon,
     stop_under_load,
 )
 from .load import send
@@ -126,12 +125,6 @@ class Compose:
     def logs(self) -> str:
         result = self.run("docker-compose logs --no-color --tail 40", check=False)
         return result.stdout[-4000:]
-
-
-@pytest.fixture(scope="module")
-def docker_daemon(tmp_path_factory):
-    with running_daemon(tmp_path_factory.mktemp("dockerd")):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,6 @@ from .docker_support import (
     debian_base,
     docker,
     proxy_ca_certificate,
-    running_daemon,
     stop_under_load,
 )
 from .load import send
@@ -42,12 +41,6 @@ IMAGE = "thoughts-backend:container-test"
 # Bounds, so that a broken image fails in minutes rather than hanging CI.
 START_TIMEOUT = 90
 STOP_GRACE = 30
-
-
-@pytest.fixture(scope="module")
-def docker_daemon(tmp_path_factory):
-    with running_daemon(tmp_path_factory.mktemp("dockerd")):
-        yield
 
 
 @pytest.fixture(scope="module")
