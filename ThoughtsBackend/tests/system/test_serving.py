@@ -11,6 +11,7 @@ import pytest
 
 from ..support import wait_for
 from ..uwsgi_process import ServedApp
+from .faults import worker_pids
 
 WRITERS = 16
 WRITES_EACH = 20
@@ -88,13 +89,13 @@ def test_workers_that_exit_together_are_respawned_at_their_exit(served_app):
     to serve for up to a second. The master catches SIGCHLD, so that their exit wakes it.
     """
     assert signal.SIGCHLD in caught_signals(served_app.master_pid), "the master does not catch SIGCHLD"
-    before = served_app.worker_pids()
-    for pid in before.values():
+    before = worker_pids(served_app)
+    for pid in before:
         os.kill(pid, signal.SIGKILL)
 
     def replaced() -> bool:
-        now = served_app.worker_pids()
-        return all(now[worker] not in (0, pid) for worker, pid in before.items())
+        now = worker_pids(served_app)
+        return len(now) == len(before) and not now & before
 
     wait_for(replaced, 30, "both workers respawned", details=lambda: served_app.output)
     assert served_app.get("/api/thoughts/")[0] == 200
