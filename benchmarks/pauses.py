@@ -18,6 +18,7 @@ IPv4.
 
 import argparse
 import collections
+import math
 import struct
 import sys
 from dataclasses import dataclass
@@ -48,31 +49,33 @@ class Exchange:
 
 
 def segments(path: Path):
-    """The TCP segments of an IPv4 capture, in the capture's order."""
-    data = path.read_bytes()
-    magic = struct.unpack_from("<I", data, 0)[0]
-    if magic not in (PCAP_MICROSECONDS, PCAP_NANOSECONDS):
-        raise ValueError(f"{path} is not a little-endian pcap file (tcpdump -w writes one)")
-    fraction = 1e-9 if magic == PCAP_NANOSECONDS else 1e-6
-    link_type = struct.unpack_from("<I", data, 20)[0]
-    if link_type not in LINK_HEADER_BYTES:
-        raise ValueError(f"link type {link_type} is not one of {sorted(LINK_HEADER_BYTES)}")
-    offset = 24
-    while offset + 16 <= len(data):
-        whole, part, captured, _original = struct.unpack_from("<IIII", data, offset)
-        frame = data[offset + 16 : offset + 16 + captured]
-        offset += 16 + captured
-        ip = frame[LINK_HEADER_BYTES[link_type] :]
-        if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 6:  # IPv4, TCP
-            continue
-        ip_header = (ip[0] & 0x0F) * 4
-        total_length = struct.unpack_from(">H", ip, 2)[0]
-        tcp = ip[ip_header:]
-        source, destination = struct.unpack_from(">HH", tcp, 0)
-        tcp_header = (tcp[12] >> 4) * 4
-        yield Segment(
-            whole + part * fraction, source, destination, tcp[13], total_length - ip_header - tcp_header
-        )
+    """The TCP segments of an IPv4 capture, in the capture's order, read a frame at a time (a
+    capture of a loaded minute is hundreds of MB)."""
+    with path.open("rb") as capture:
+        header = capture.read(24).ljust(24, b"\0")  # a short file: no magic, refused below
+        magic = struct.unpack_from("<I", header, 0)[0]
+        if magic not in (PCAP_MICROSECONDS, PCAP_NANOSECONDS):
+            raise ValueError(f"{path} is not a little-endian pcap file (tcpdump -w writes one)")
+        fraction = 1e-9 if magic == PCAP_NANOSECONDS else 1e-6
+        link_type = struct.unpack_from("<I", header, 20)[0]
+        if link_type not in LINK_HEADER_BYTES:
+            raise ValueError(f"link type {link_type} is not one of {sorted(LINK_HEADER_BYTES)}")
+        while len(record := capture.read(16)) == 16:
+            whole, part, captured, _original = struct.unpack("<IIII", record)
+            frame = capture.read(captured)
+            yield from _tcp_segment(frame[LINK_HEADER_BYTES[link_type] :], whole + part * fraction)
+
+
+def _tcp_segment(ip: bytes, seconds: float):
+    """The segment an IPv4 packet carries, if it is TCP (nothing otherwise)."""
+    if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 6:  # IPv4, TCP
+        return
+    ip_header = (ip[0] & 0x0F) * 4
+    total_length = struct.unpack_from(">H", ip, 2)[0]
+    tcp = ip[ip_header:]
+    source, destination = struct.unpack_from(">HH", tcp, 0)
+    tcp_header = (tcp[12] >> 4) * 4
+    yield Segment(seconds, source, destination, tcp[13], total_length - ip_header - tcp_header)
 
 
 def exchanges(captured, port: int) -> list[Exchange]:
@@ -104,7 +107,8 @@ def exchanges(captured, port: int) -> list[Exchange]:
 
 
 def nearest_rank(sorted_values: list[float], share: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, max(0, round(share * len(sorted_values)) - 1))]
+    """The percentile by nearest rank, as latency.summary takes its p99."""
+    return sorted_values[max(0, math.ceil(share * len(sorted_values)) - 1)]
 
 
 def report(found: list[Exchange], slower_than: float) -> str:
