@@ -7,9 +7,12 @@ CODE := $(CURDIR)/ThoughtsBackend
 PORT ?= 8000
 export PORT
 
-# The virtualenv is rebuilt when a requirements file changes.
-$(VENV)/.installed: ThoughtsBackend/requirements.txt ThoughtsBackend/requirements-test.txt requirements-dev.txt
+# The virtualenv is rebuilt when a requirements file, or uWSGI's build, changes. uWSGI
+# first: the image's, built from its pinned release with docker/app/uwsgi/'s patches.
+UWSGI_BUILD := $(wildcard docker/app/uwsgi/*)
+$(VENV)/.installed: ThoughtsBackend/requirements.txt ThoughtsBackend/requirements-test.txt requirements-dev.txt $(UWSGI_BUILD)
 	$(PYTHON) -m venv $(VENV)
+	sh docker/app/uwsgi/install.sh $(VENV)/bin/pip
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 

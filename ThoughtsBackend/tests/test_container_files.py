@@ -116,11 +116,15 @@ def test_requirements_install_before_the_code_is_copied(dockerfile):
     compile_steps = in_stage(dockerfile, "compile-image")
     copies = [i for i in compile_steps if i.keyword == "COPY"]
     assert [c.arguments for c in copies] == [
-        "ThoughtsBackend/requirements.txt ThoughtsBackend/requirements-test.txt /opt/"
+        "ThoughtsBackend/requirements.txt ThoughtsBackend/requirements-test.txt /opt/",
+        "docker/app/uwsgi/ /opt/uwsgi-build/",
     ]
     installs = [i for i in compile_steps if i.keyword == "RUN" and "pip install" in i.arguments]
     assert len(installs) == 1
-    assert "-r /opt/requirements.txt" in installs[0].arguments
+    # uWSGI, patched (docker/app/uwsgi/install.sh), before the requirements, which lack it.
+    assert installs[0].arguments.index("sh /opt/uwsgi-build/install.sh pip") < installs[0].arguments.index(
+        "-r /opt/requirements.txt"
+    )
     assert "--no-cache-dir" in installs[0].arguments
     # The test requirements go to a prefix of their own, which only the test stage copies.
     assert "--prefix /opt/test-packages -r /opt/requirements-test.txt" in installs[0].arguments
@@ -286,6 +290,9 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context(path):
         "ThoughtsBackend/thoughts_backend/config.py",
         "docker/app/uwsgi.ini",
         "docker/app/start_server.sh",
+        "docker/app/uwsgi/install.sh",
+        "docker/app/uwsgi/requirements.txt",
+        "docker/app/uwsgi/http-headers-deadline.patch",
         "ThoughtsBackend/tests/conftest.py",
     ],
 )

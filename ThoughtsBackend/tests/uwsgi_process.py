@@ -158,7 +158,9 @@ class ServedApp:
     def start(self) -> "ServedApp":
         uwsgi = shutil.which("uwsgi", path=self._environment(0)["PATH"])
         if uwsgi is None:
-            raise FileNotFoundError("uwsgi is not installed (pip install -r requirements.txt)")
+            raise FileNotFoundError(
+                "uwsgi is not installed: make install (or sh docker/app/uwsgi/install.sh PIP)"
+            )
         for _attempt in range(3):  # another process may take the free port before uWSGI does
             self.port = free_port()
             self._launch()

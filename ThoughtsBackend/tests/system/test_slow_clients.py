@@ -7,16 +7,19 @@ answer (uWSGI's routers have no 408 of their own). A chunked body is not buffere
 streams to a worker, which waits socket-timeout (4 s) for each piece, then answers 400,
 without a second wait while the unread rest is discarded (that used to run the request
 into harakiri, 8 s, and get its worker killed). A head that stops arriving is dropped by
-the HTTP router after http-headers-timeout.
+the HTTP router after http-headers-timeout; one that goes on arriving, however slowly, gets
+a 408 at http-headers-deadline after its connection was accepted.
 
-Standard library only: the image runs this module too.
+Standard library and the tests' own helpers only: the image runs this module too.
 """
 
 import json
 import socket
 import time
 
+from ..support import wait_for
 from ..uwsgi_process import uwsgi_setting
+from .slow_clients import SlowClients
 
 # Longer than the fastrouter's deadline for a body (10 s) and shorter than harakiri plus
 # that: a later end would mean a worker was held.
@@ -98,3 +101,24 @@ def test_a_head_that_stops_arriving_is_closed_after_the_headers_timeout(served_a
     waited = time.monotonic() - started
     timeout = uwsgi_setting("http-headers-timeout")
     assert timeout - 1 <= waited <= timeout + 2, waited
+
+
+def test_a_head_sent_a_byte_a_second_gets_a_408_json_at_the_headers_deadline(served_app):
+    """http-headers-timeout restarts at every byte: only the deadline (uWSGI patched by
+    docker/app/uwsgi/install.sh) ends a head that keeps trickling in. It held no worker."""
+    deadline = uwsgi_setting("http-headers-deadline")
+    head = b"GET /api/thoughts/ HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Slow: " + b"v" * 64 + b"\r\n\r\n"
+    workers_before = served_app.worker_pids()
+    with SlowClients(served_app.port, 2, head, interval=1.0) as slow:
+        assert served_app.get("/api/thoughts/", timeout=3)[0] == 200
+        wait_for(lambda: slow.open == 0, deadline + 3, "both slow heads ended", details=lambda: slow.outcomes)
+    for outcome in slow.outcomes:
+        # Still sending when answered: the head never finished, and was cut by the deadline,
+        # not by the timer that restarts at each byte.
+        assert outcome.sent < len(head), outcome
+        assert deadline - 1 <= outcome.after <= deadline + 2, outcome
+        status, body = status_and_json(outcome.answer)
+        assert status == 408
+        assert "took too long to arrive" in body["message"]
+    assert served_app.worker_pids() == workers_before
+    assert served_app.get("/api/thoughts/")[0] == 200
