@@ -3,7 +3,7 @@
 uWSGI's fastrouter (uwsgi.ini) reads every body with a Content-Length whole before a
 worker sees the request: a body that stops arriving costs a router connection, never a
 worker, and its connection is closed fastrouter-timeout seconds after its head, without an
-answer (uWSGI's routers have no 408 of their own). A chunked body is not buffered: it
+answer (the fastrouter has no 408 of its own). A chunked body is not buffered: it
 streams to a worker, which waits socket-timeout (4 s) for each piece, then answers 400,
 without a second wait while the unread rest is discarded (that used to run the request
 into harakiri, 8 s, and get its worker killed). A head that stops arriving is dropped by
