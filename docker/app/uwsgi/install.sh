@@ -19,7 +19,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # --require-hashes: the source is the one whose hash is pinned, or nothing installs.
-"$pip" download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+"$pip" download --quiet --disable-pip-version-check --no-deps --no-binary uWSGI \
     --require-hashes -r "$here/requirements.txt" -d "$work"
 tar -xzf "$work"/uwsgi-*.tar.gz -C "$work"
 source_dir=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'uwsgi-*')
