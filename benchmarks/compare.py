@@ -6,7 +6,9 @@
 `--code` is the other tree, e.g. an older commit's: `git archive <commit> ThoughtsBackend |
 tar -x -C /tmp/old`. Both are served under this checkout's uwsgi.ini, unless `--ini` names
 the other side's (`git archive <commit> docker/app/uwsgi.ini | tar -x -C /tmp/old`), to
-measure a change to uWSGI's settings. Each tree gets a database of its own, seeded alike
+measure a change to uWSGI's settings; and with this checkout's uWSGI, unless `--venv` names
+the virtualenv of the other side's (its uwsgi and the app's requirements), to measure a
+change to uWSGI itself. Each tree gets a database of its own, seeded alike
 (seed.py) but laid out by that tree's own schema setup, and its own service (processes=2).
 Then every scenario runs on one, then the other, `--rounds` times, and the medians are
 printed.
@@ -50,6 +52,12 @@ def main() -> int:
     )
     parser.add_argument("--code", type=Path, required=True, help="the other ThoughtsBackend/ (the 'before')")
     parser.add_argument("--ini", type=Path, help="the 'before' side's uwsgi.ini (default: this checkout's)")
+    parser.add_argument(
+        "--venv",
+        type=Path,
+        help="the 'before' side's virtualenv: its uwsgi, and the app's requirements (default: this "
+        "checkout's .venv), to measure a change to uWSGI itself",
+    )
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--scenarios", default="get,list", help=f"of {','.join(run_benchmarks.SCENARIOS)}")
@@ -81,8 +89,9 @@ def main() -> int:
                     )
                 else:
                     url = seeded_by(tree, f"seed.seed_sqlite({str(scratch / side)!r}, {args.rows})")
+                venv = args.venv.resolve() if side == "before" and args.venv else None
                 services[side] = servers.service(
-                    url, bench.public_key_file, 2, code=tree, ini=inis[side]
+                    url, bench.public_key_file, 2, code=tree, ini=inis[side], venv=venv
                 ).start()
             for round_number in range(1, args.rounds + 1):
                 bench.say(f"round {round_number} of {args.rounds}")

@@ -97,10 +97,13 @@ def service(
     processes: int,
     code: Path | None = None,
     ini: Path | None = None,
+    venv: Path | None = None,
 ) -> Server:
     """ThoughtsBackend on `database_url`, as `make run` serves it: CODE's, or `code`'s, under
-    this checkout's uwsgi.ini or `ini`."""
+    this checkout's uwsgi.ini or `ini`, with the uWSGI of this checkout's .venv or `venv`'s."""
     env = {"DATABASE_URL": database_url, "PUBLIC_KEY_FILE": str(public_key_file)}
+    if venv is not None:
+        env["PATH"] = os.pathsep.join([str(venv / "bin"), os.environ.get("PATH", "")])
     return Server(code or CODE, env, processes, ready_path="/api/thoughts/?limit=1", ini=ini or UWSGI_INI)
 
 
