@@ -1,5 +1,6 @@
 """Helpers of the tests (pytest advises conftest.py for fixtures and hooks only): where the
-test PostgreSQL is, whether a missing tool fails or skips, waiting for a condition, a public
+test PostgreSQL is, whether a missing tool fails or skips, waiting for a condition, strace
+following a process, a public
 key's PEM, the repository's benchmarks/. Light on purpose: uwsgi_process.py imports it, and
 benchmarks/servers.py imports that outside pytest, so neither the app nor SQLAlchemy is
 loaded here (an app with its schema is in databases.py).
@@ -8,8 +9,12 @@ loaded here (an app with its schema is in databases.py).
     from ..support import cannot_run, wait_for       # in a module of tests/system/
 """
 
+import contextlib
 import importlib
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +53,29 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05, detai
             return result
         time.sleep(interval)  # the polling interval of a condition, not a guess at a duration
     pytest.fail(f"{what} within {timeout} s" + (f":\n{details()}" if details else ""))
+
+
+@contextlib.contextmanager
+def strace_following(pid: int, trace_file: Path, *options: str):
+    """strace attached to process `pid` while the block runs, writing its calls (as
+    `options` select them) to `trace_file`; detached after, leaving the process running.
+    No strace, or no right to trace (root here), is cannot_run."""
+    if shutil.which("strace") is None:
+        cannot_run("strace is not installed (Debian: apt-get install strace)")
+    if os.geteuid() != 0:
+        cannot_run("tracing a process with strace needs root (or kernel.yama.ptrace_scope 0)")
+    command = ["strace", "-p", str(pid), "-o", str(trace_file), *options]
+    strace = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        # strace says so on stderr once it is attached; an error (no permission) comes instead.
+        first_line = strace.stderr.readline()
+        if "attached" not in first_line:
+            cannot_run(f"strace cannot trace process {pid}: {first_line.strip()}")
+        yield
+    finally:
+        strace.send_signal(signal.SIGINT)  # detaches, leaving the process running
+        strace.wait(10)
+        strace.stderr.close()
 
 
 def pem_public(private_key) -> str:

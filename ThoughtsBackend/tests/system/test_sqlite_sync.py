@@ -9,11 +9,7 @@ of the WAL. With NORMAL none is made, which is the trade that setting documents.
 Needs strace (Debian: apt-get install strace) and the right to trace (root here).
 """
 
-import os
 import re
-import shutil
-import signal
-import subprocess
 from dataclasses import dataclass
 
 import pytest
@@ -21,11 +17,10 @@ import requests
 
 from thoughts_backend.token_validation import encode_token
 
-from ..support import cannot_run
+from ..support import strace_following
 from ..uwsgi_process import ServedApp
 
 CREATES = 20
-STRACE_START_TIMEOUT = 10
 
 # One traced call per line, with -y naming each descriptor's file: "fdatasync(11</data/
 # db.sqlite3-wal>) = 0", "writev(7<socket:[4567]>, [{iov_base="HTTP/1.1 201 ...
@@ -65,24 +60,14 @@ def answers_from_trace(lines: list[str], wal: str) -> list[Answered]:
 def traced_creates(served: ServedApp, headers: dict, trace_file) -> list[requests.Response]:
     """CREATES posts while strace follows the service's only worker; its calls go to trace_file."""
     (worker,) = [pid for pid in served.worker_pids().values() if pid]
-    command = ["strace", "-p", str(worker), "-y", "-s", "24", "-o", str(trace_file)]
-    command += ["-e", f"trace={','.join(sorted(SYNCS | WRITES))}"]
-    strace = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    try:
-        # strace says so on stderr once it is attached; an error (no permission) comes instead.
-        first_line = strace.stderr.readline()
-        if "attached" not in first_line:
-            cannot_run(f"strace cannot trace the worker: {first_line.strip()}")
+    calls = f"trace={','.join(sorted(SYNCS | WRITES))}"
+    with strace_following(worker, trace_file, "-y", "-s", "24", "-e", calls):
         return [
             requests.post(
                 f"{served.url}/api/me/thoughts/", json={"text": f"kept {n}"}, headers=headers, timeout=10
             )
             for n in range(CREATES)
         ]
-    finally:
-        strace.send_signal(signal.SIGINT)  # detaches, leaving the worker running
-        strace.wait(STRACE_START_TIMEOUT)
-        strace.stderr.close()
 
 
 @pytest.mark.host  # strace, as root: neither is in the image
@@ -90,10 +75,6 @@ def traced_creates(served: ServedApp, headers: dict, trace_file) -> list[request
 def test_each_acknowledged_write_syncs_the_wal_before_its_answer(
     tmp_path, public_key_file, private_key, setting, syncs_each_commit
 ):
-    if shutil.which("strace") is None:
-        cannot_run("strace is not installed (Debian: apt-get install strace)")
-    if os.geteuid() != 0:
-        cannot_run("tracing a uWSGI worker with strace needs root (or kernel.yama.ptrace_scope 0)")
     database = tmp_path / "db.sqlite3"
     environment = {"PUBLIC_KEY_FILE": str(public_key_file), "DATABASE_URL": f"sqlite:///{database}"}
     if setting:

@@ -14,8 +14,6 @@ show, as uwsgi.ini runs them.
   a worker over its limit.
 """
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ..support import cannot_run, wait_for
+from ..support import strace_following, wait_for
 from ..uwsgi_process import free_port
 
 DEADLINE = 1
@@ -202,27 +200,11 @@ def test_reload_on_rss_still_recycles_a_worker_over_its_limit(bare_uwsgi):
 
 @pytest.mark.host  # strace, as root: neither is in the image
 def test_a_worker_reads_its_memory_from_statm_not_stat(bare_uwsgi, tmp_path):
-    if shutil.which("strace") is None:
-        cannot_run("strace is not installed (Debian: apt-get install strace)")
-    if os.geteuid() != 0:
-        cannot_run("tracing a uWSGI worker with strace needs root (or kernel.yama.ptrace_scope 0)")
     server = bare_uwsgi("--reload-on-rss", "256")
     worker = server.worker_pid()
     trace = tmp_path / "trace.txt"
-    strace = subprocess.Popen(
-        ["strace", "-p", str(worker), "-e", "trace=openat", "-o", str(trace)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        first_line = strace.stderr.readline()  # "attached", or why not
-        if "attached" not in first_line:
-            cannot_run(f"strace cannot trace the worker: {first_line.strip()}")
+    with strace_following(worker, trace, "-e", "trace=openat"):
         answered = [server.worker_pid() for _ in range(10)]
-    finally:
-        strace.send_signal(signal.SIGINT)  # detaches, leaving the worker running
-        strace.wait(10)
-        strace.stderr.close()
     assert answered == [worker] * 10
     opened = trace.read_text()
     # After each request, reload-on-rss reads the worker's memory: from statm, never stat.
