@@ -13,8 +13,14 @@ Any other importer (`flask create-token` with FLASK_APP=wsgi, a test) gets the a
 import gc
 import sys
 
-from thoughts_backend.app import create_app
-from thoughts_backend.config import ConfigError
+# No garbage collection while the app loads: the imports make some hundred thousand
+# objects, nearly all kept, and the collections they set off would examine them again and
+# again for almost nothing (a tenth of the start, measured: docs/performance.md). Turned
+# back on below, once gc.freeze() has set what is loaded aside.
+gc.disable()
+
+from thoughts_backend.app import create_app  # noqa: E402 (after gc.disable, on purpose)
+from thoughts_backend.config import ConfigError  # noqa: E402
 
 try:
     import uwsgi  # only there inside uWSGI
@@ -40,3 +46,4 @@ if uwsgi is not None and application.config["MIGRATE_ON_START"]:
 # collection writes to every object it examines: keep what is loaded now out of the
 # workers' collections, so those pages stay shared.
 gc.freeze()
+gc.enable()
