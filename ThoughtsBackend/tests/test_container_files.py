@@ -293,6 +293,7 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context(path):
         "docker/app/uwsgi/install.sh",
         "docker/app/uwsgi/requirements.txt",
         "docker/app/uwsgi/http-headers-deadline.patch",
+        "docker/app/uwsgi/http-to-bodyless.patch",
         "docker/app/uwsgi/memory-from-statm.patch",
         "ThoughtsBackend/tests/conftest.py",
     ],

@@ -99,3 +99,33 @@ def test_workers_that_exit_together_are_respawned_at_their_exit(served_app):
 
     wait_for(replaced, 30, "both workers respawned", details=lambda: served_app.output)
     assert served_app.get("/api/thoughts/")[0] == 200
+
+
+def fastrouter_pid(served: ServedApp) -> int:
+    """The fastrouter's pid, by the name uWSGI gives it (auto-procname: "uWSGI fastrouter 1")."""
+    (pid,) = [
+        pid
+        for pid in served.uwsgi_pids()
+        if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"uWSGI fastrouter")
+    ]
+    return pid
+
+
+def test_requests_without_a_body_go_past_the_fastrouter(served_sqlite, make_token):
+    """A request without a body goes from the HTTP router straight to a worker
+    (http-to-bodyless): served while the fastrouter, which buffers bodies, is stopped."""
+    fastrouter = fastrouter_pid(served_sqlite)
+    os.kill(fastrouter, signal.SIGSTOP)
+    try:
+        assert served_sqlite.get("/api/thoughts/", timeout=5)[0] == 200
+        connection = http.client.HTTPConnection("127.0.0.1", served_sqlite.port, timeout=5)
+        try:
+            token = make_token("deleter")
+            connection.request("DELETE", "/api/me/thoughts/1/", headers={"Authorization": f"Bearer {token}"})
+            assert connection.getresponse().status == 404
+        finally:
+            connection.close()
+    finally:
+        os.kill(fastrouter, signal.SIGCONT)
+    # And a body still goes through the fastrouter, running again.
+    assert post(served_sqlite.port, make_token("writer"), "after")[0] == 201

@@ -8,6 +8,11 @@ show, as uwsgi.ini runs them.
   requests refused because the connection is older than the deadline: each request's head
   has its own, from its first bytes. And a head that a read past the deadline completes
   is served, not refused.
+- http-to-bodyless.patch: the HTTP router sends a request without a body (no
+  Content-Length, not chunked) to its own node, past the fastrouter that uwsgi.ini puts
+  in front of the workers to buffer bodies. Every request with a body must still go to
+  http-to's node, chunked ones too; test_slow_clients.py shows the service's slow bodies
+  still buffered there.
 - memory-from-statm.patch: reload-on-rss reads the worker's memory after every request
   from /proc/self/statm instead of /proc/self/stat (on the benchmark's VM, reading
   /proc/self/stat made everything the worker ran about 20 % slower). It must still recycle
@@ -210,3 +215,62 @@ def test_a_worker_reads_its_memory_from_statm_not_stat(bare_uwsgi, tmp_path):
     # After each request, reload-on-rss reads the worker's memory: from statm, never stat.
     assert opened.count('"/proc/self/statm"') == 10, opened
     assert '"/proc/self/stat"' not in opened, opened
+
+
+NODE_APP = """import os
+def application(environ, start_response):
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    answer = f"{os.environ['NODE']} {len(body)}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(answer)))])
+    return [answer]
+"""
+
+
+def test_requests_without_a_body_go_to_the_bodyless_node_and_the_others_to_http_to(tmp_path):
+    """Two uWSGIs answer with their name: `buffered` behind http-to (as the fastrouter is in
+    uwsgi.ini), `bodyless` behind http-to-bodyless, and its HTTP router takes the requests."""
+    (tmp_path / "node_app.py").write_text(NODE_APP)
+    uwsgi = str(Path(sys.executable).parent / "uwsgi")
+    common = ["--strict", "--master", "--processes", "1", "--wsgi-file", "node_app.py"]
+    port = free_port()
+    router = ["--http", f"127.0.0.1:{port}", "--http-chunked-input", "--http-to", "buffered.sock"]
+    router += ["--http-to-bodyless", "bodyless.sock"]
+    commands = {
+        "buffered": [uwsgi, *common, "--socket", "buffered.sock", "--env", "NODE=buffered"],
+        "bodyless": [uwsgi, *common, "--socket", "bodyless.sock", "--env", "NODE=bodyless", *router],
+    }
+    logs = {name: tmp_path / f"{name}.log" for name in commands}
+    processes = [
+        subprocess.Popen([*command, "--logto", str(logs[name])], cwd=tmp_path, stdout=subprocess.DEVNULL)
+        for name, command in commands.items()
+    ]
+
+    def answer_to(request: bytes) -> bytes | None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+                connection.sendall(request)
+                answer = b"".join(iter(lambda: connection.recv(4096), b""))
+        except OSError:
+            return None
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return body if head.startswith(b"HTTP/1.1 200") else None
+
+    head = "HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    try:
+        wait_for(
+            lambda: answer_to(f"POST / {head}Content-Length: 1\r\n\r\nx".encode()),
+            10,
+            "both uWSGIs answering",
+            details=lambda: "\n".join(log.read_text() for log in logs.values() if log.exists()),
+        )
+        assert answer_to(f"GET /?a=b {head}\r\n".encode()) == b"bodyless 0"
+        assert answer_to(f"DELETE /1 {head}Content-Length: 0\r\n\r\n".encode()) == b"bodyless 0"
+        assert answer_to(f"POST / {head}Content-Length: 5\r\n\r\nhello".encode()) == b"buffered 5"
+        chunked = f"POST / {head}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        assert answer_to(chunked.encode()) == b"buffered 0"
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGINT)
+        for process in processes:
+            process.wait(10)

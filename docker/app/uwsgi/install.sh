@@ -6,12 +6,15 @@
 #
 #   sh docker/app/uwsgi/install.sh [PIP]
 #
-# The patches (tests/system/test_uwsgi_patches.py tests both on a bare uWSGI):
+# The patches (tests/system/test_uwsgi_patches.py tests each on a bare uWSGI):
 # - http-headers-deadline.patch adds the HTTP router option of that name (a deadline for
 #   a request's whole head, answered 408), which uWSGI 2.0 lacks: its http-headers-timeout
 #   restarts at every byte, so a head sent a byte a second held a connection for hours.
 #   uwsgi.ini sets it, and `strict` makes an unpatched uWSGI refuse to start rather than
 #   run without it.
+# - http-to-bodyless.patch adds the HTTP router option http-to-bodyless: a request
+#   without a body (no Content-Length, not chunked) goes to that node, straight to the
+#   workers, instead of through the fastrouter that buffers bodies (uwsgi.ini).
 # - memory-from-statm.patch: the memory that reload-on-rss checks after every request is
 #   read from /proc/self/statm, not /proc/self/stat (whose CPU times cost a busy worker
 #   about 20 % of its speed on the benchmark's VM: docs/performance.md).
