@@ -32,7 +32,7 @@ from thoughts_backend.token_validation import encode_token
 from ..databases import app_with_schema
 from ..postgres_instance import IsolatedLink, PostgresInstance
 from ..support import POSTGRES_TEST_URL, wait_for
-from ..uwsgi_process import ServedApp
+from ..uwsgi_process import ServedApp, uwsgi_setting
 from .faults import (
     OUTAGE_ANSWER_SECONDS,
     REQUEST_TIMEOUT,
@@ -419,6 +419,35 @@ def test_request_past_harakiri_is_ended_and_the_worker_recycled(tmp_path, public
     assert victim not in recycled
     assert summary(reads) == Counter({200: len(reads)})
     assert hung_text not in stored
+
+
+@pytest.mark.faults
+def test_a_request_without_a_body_is_ended_by_the_router_when_harakiri_is_off(
+    tmp_path, public_key_file, user_headers
+):
+    """A request without a body goes from the HTTP router straight to a worker, past the
+    fastrouter and its timeout (uwsgi.ini, http-to-bodyless). With harakiri off, the HTTP
+    router's own timeout (http-timeout) still ends one that a worker holds."""
+    router_timeout = uwsgi_setting("http-timeout")
+    settings = sqlite_settings(tmp_path, SQLITE_BUSY_TIMEOUT_MS=60_000, UWSGI_HARAKIRI=0)
+    with served(public_key_file, processes=WORKERS, **settings) as service:
+        created = send(
+            service.url, "POST", "/api/me/thoughts/", json={"text": "to delete"}, headers=user_headers
+        )
+        assert created.status == 201, created
+        thought_id = created.json_body["id"]
+        # The DELETE has no body; it waits for the write lock, up to the busy timeout (60 s).
+        with sqlite_write_lock(tmp_path / "db.sqlite3"):
+            ended = send(
+                service.url,
+                "DELETE",
+                f"/api/me/thoughts/{thought_id}/",
+                headers=user_headers,
+                timeout=router_timeout + 20,
+            )
+    assert ended.kind == "closed", ended
+    # uWSGI's router counts its timeouts in whole seconds.
+    assert router_timeout - 1 < ended.seconds <= router_timeout + 2, ended
 
 
 # --- (d) the SQLite file is not writable, or the disk is full ---------------------------
