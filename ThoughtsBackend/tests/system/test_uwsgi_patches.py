@@ -79,12 +79,16 @@ class BareUwsgi:
         return int(body) if head.startswith(b"HTTP/1.1 200") else None
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)  # uWSGI 2.0 takes SIGTERM as a reload
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_uwsgi(self.process)
+
+
+def stop_uwsgi(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)  # uWSGI 2.0 takes SIGTERM as a reload
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture
@@ -271,6 +275,4 @@ def test_requests_without_a_body_go_to_the_bodyless_node_and_the_others_to_http_
         assert answer_to(chunked.encode()) == b"buffered 0"
     finally:
         for process in processes:
-            process.send_signal(signal.SIGINT)
-        for process in processes:
-            process.wait(10)
+            stop_uwsgi(process)
