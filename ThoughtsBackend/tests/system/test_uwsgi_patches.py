@@ -69,17 +69,24 @@ class BareUwsgi:
 
     def worker_pid(self) -> int | None:
         """The pid of the worker that answers a request (the app's answer), None if none does."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as connection:
-                connection.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                answer = b"".join(iter(lambda: connection.recv(4096), b""))
-        except OSError:
-            return None
-        head, _, body = answer.partition(b"\r\n\r\n")
-        return int(body) if head.startswith(b"HTTP/1.1 200") else None
+        body = body_of_200(self.port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 2)
+        return None if body is None else int(body)
 
     def stop(self) -> None:
         stop_uwsgi(self.process)
+
+
+def body_of_200(port: int, request: bytes, timeout: float) -> bytes | None:
+    """The body of the answer to `request`, read until the server closes, if it is a 200;
+    None for another status or no answer."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+            connection.sendall(request)
+            answer = b"".join(iter(lambda: connection.recv(4096), b""))
+    except OSError:
+        return None
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return body if head.startswith(b"HTTP/1.1 200") else None
 
 
 def stop_uwsgi(process: subprocess.Popen) -> None:
@@ -251,14 +258,7 @@ def test_requests_without_a_body_go_to_the_bodyless_node_and_the_others_to_http_
     ]
 
     def answer_to(request: bytes) -> bytes | None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-                connection.sendall(request)
-                answer = b"".join(iter(lambda: connection.recv(4096), b""))
-        except OSError:
-            return None
-        head, _, body = answer.partition(b"\r\n\r\n")
-        return body if head.startswith(b"HTTP/1.1 200") else None
+        return body_of_200(port, request, 5)
 
     head = "HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
     try:
