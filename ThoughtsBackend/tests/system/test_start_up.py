@@ -6,7 +6,9 @@ to make a key pair when none is given or kept.
 """
 
 import contextlib
+import importlib.util
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -308,6 +310,29 @@ def test_wsgi_freezes_what_it_loaded_for_the_workers_to_share(tmp_path, public_k
     frozen, collections_while_loading, enabled = result.stdout.split()
     assert int(frozen) > 10_000
     assert (int(collections_while_loading), enabled) == (0, "True")
+
+
+def test_the_code_is_served_compiled_as_the_image_serves_it(tmp_path, public_key_file):
+    """The launcher of the tests and benchmarks compiles the code to bytecode first, as the
+    image's build does: a start measured here is a container's start, not one that also
+    compiles every module (PYTHONDONTWRITEBYTECODE, which the image sets too, would keep
+    Python from writing what it compiled, so each start would compile again)."""
+    code = tmp_path / "code"
+    shutil.copytree(
+        CODE_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "tests", "keys", "*.sqlite3*")
+    )
+    environment = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "PUBLIC_KEY_FILE": str(public_key_file),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    with ServedApp(environment, code) as app:
+        assert app.get("/api/thoughts/")[0] == 200
+    modules = [code / "wsgi.py", code / "init_db.py", *(code / "thoughts_backend").glob("*.py")]
+    assert len(modules) > 10
+    assert [
+        module.name for module in modules if not Path(importlib.util.cache_from_source(module)).is_file()
+    ] == []
 
 
 def test_generate_keys_imports_no_web_or_database_library(tmp_path):
