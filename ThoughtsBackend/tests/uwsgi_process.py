@@ -181,8 +181,8 @@ class ServedApp:
         """Bytecode for every module of the code directory, as the image's build makes it
         (`RUN python -m compileall -q /opt/code`). Without it, on a host whose environment
         sets PYTHONDONTWRITEBYTECODE, every start would compile the app's modules from
-        source again: 0.13 s of a 0.5 s start (docs/performance.md), which no container
-        pays. The tests' interpreter is the one uWSGI embeds (the same virtualenv's)."""
+        source again (about 17 ms of CPU here), which no container does. The tests'
+        interpreter is the one uWSGI embeds (the same virtualenv's)."""
         if not compileall.compile_dir(self.code_dir, quiet=1):
             raise RuntimeError(f"some modules of {self.code_dir} do not compile (listed above)")
 
