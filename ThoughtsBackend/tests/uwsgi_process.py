@@ -23,6 +23,7 @@ image. Without uWSGI, start() raises: a test that needs it fails, it never skips
 import compileall
 import configparser
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -56,6 +57,21 @@ def uwsgi_setting(name: str) -> int:
     ini = configparser.ConfigParser(strict=False, interpolation=None)
     ini.read(server_dir() / "uwsgi.ini")
     return int(ini["uwsgi"][name])
+
+
+@functools.cache
+def compile_to_bytecode(code_dir: Path) -> None:
+    """Bytecode for every module of `code_dir`, as the image's build makes it (`RUN python
+    -m compileall -q /opt/code`); once per directory and test run (a tree already compiled
+    still takes 50 ms to check). Without it, on a host whose environment sets
+    PYTHONDONTWRITEBYTECODE, every start would compile the app's modules from source again
+    (about 17 ms of CPU here), which no container does. The tests' interpreter is the one
+    uWSGI embeds (the same virtualenv's). In the image itself the code is already compiled,
+    and read-only to the user the tests run as: left as it is."""
+    if not os.access(code_dir, os.W_OK):
+        return
+    if not compileall.compile_dir(code_dir, quiet=1):
+        raise RuntimeError(f"some modules of {code_dir} do not compile (listed above)")
 
 
 def free_port() -> int:
@@ -167,7 +183,7 @@ class ServedApp:
             raise FileNotFoundError(
                 "uwsgi is not installed: make install (or sh docker/app/uwsgi/install.sh PIP)"
             )
-        self.compile_code()
+        compile_to_bytecode(self.code_dir)
         for _attempt in range(3):  # another process may take the free port before uWSGI does
             self.port = free_port()
             self._launch()
@@ -176,18 +192,6 @@ class ServedApp:
             if "Address already in use" not in self.output:
                 break
         raise RuntimeError(f"start_server.sh did not start:\n{self.output}")
-
-    def compile_code(self) -> None:
-        """Bytecode for every module of the code directory, as the image's build makes it
-        (`RUN python -m compileall -q /opt/code`). Without it, on a host whose environment
-        sets PYTHONDONTWRITEBYTECODE, every start would compile the app's modules from
-        source again (about 17 ms of CPU here), which no container does. The tests'
-        interpreter is the one uWSGI embeds (the same virtualenv's). In the image itself the
-        code is already compiled, and read-only to the user the tests run as: left as it is."""
-        if not os.access(self.code_dir, os.W_OK):
-            return
-        if not compileall.compile_dir(self.code_dir, quiet=1):
-            raise RuntimeError(f"some modules of {self.code_dir} do not compile (listed above)")
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         """Send `signum` to the script, as `docker stop` (SIGTERM) or Ctrl+C (SIGINT) would."""
